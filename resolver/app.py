@@ -1,0 +1,117 @@
+"""The Starlette application: routes, error handlers, and the lifespan that opens Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from cache import keys
+from cache.store import DocumentCache
+from resolver import db, problems, registry, resolve
+from resolver.issuer import CodeIssuer
+from resolver.responses import ORJSONResponse
+from resolver.settings import Settings
+from schema.migrate import ensure_event_partitions
+
+logger = logging.getLogger(__name__)
+
+PARTITION_CHECK_INTERVAL_S = 6 * 3_600  # event partitions are made months ahead; checking 4 times a day is plenty
+HEALTH_TIMEOUT_S = 1.0
+
+QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
+
+
+async def livez(request: Request) -> Response:
+    """GET /livez: the process answers. No I/O: it is also the ceiling the benchmarks compare with."""
+    return PlainTextResponse("ok")
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: ok when Postgres and Redis both answer, degraded when either does not."""
+    state = request.app.state
+    postgres = "ok"
+    try:
+        await state.pool.fetchval("SELECT 1", timeout=HEALTH_TIMEOUT_S)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        postgres = "down"
+    redis_state = "ok" if await state.cache.ping() else "down"
+    status = "ok" if postgres == redis_state == "ok" else "degraded"
+    return ORJSONResponse({"status": status, "postgres": postgres, "redis": redis_state})
+
+
+async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
+    while True:
+        await asyncio.sleep(PARTITION_CHECK_INTERVAL_S)
+        try:
+            async with pool.acquire() as conn:
+                await ensure_event_partitions(conn, today=dt.date.today())
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("could not check event partitions: %r", exc)
+
+
+def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -> Starlette:
+    """The application for `settings`, whose database and Redis URLs must be set (see resolver.cli).
+
+    `query_logger`, when given, sees every query the pool sends (tests count Postgres round trips with it).
+    """
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError("create_app needs database_url and redis_url; the command line starts embedded ones")
+    database_url, redis_url = settings.database_url, settings.redis_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = await db.create_pool(database_url, query_logger=query_logger)
+        redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=keys.REDIS_TIMEOUT_S, socket_connect_timeout=keys.REDIS_TIMEOUT_S
+        )
+        cache = DocumentCache(redis)
+        if not await cache.ping():
+            logger.warning("redis at start-up does not answer: serving from postgres until it does")
+        app.state.pool = pool
+        app.state.cache = cache
+        app.state.redis = redis
+        app.state.issuer = CodeIssuer(settings.secret)
+        app.state.resolver = resolve.Resolver(pool, cache, public_url=settings.public_url)
+        partitions = asyncio.create_task(_keep_event_partitions(pool))
+        try:
+            yield
+        finally:
+            partitions.cancel()
+            await redis.aclose()
+            await pool.close()
+
+    app = Starlette(
+        routes=[
+            Route("/livez", livez),
+            Route("/healthz", healthz),
+            Route("/t/{code:path}", resolve.code_page),
+            Route("/api/v1/codes/{code:path}", resolve.code_document),
+            Route("/api/v1/tokens", registry.create_token_route, methods=["POST"]),
+            Route("/api/v1/producers", registry.create_producer, methods=["POST"]),
+            Route("/api/v1/batches", registry.create_batch, methods=["POST"]),
+        ],
+        exception_handlers={
+            problems.Problem: problems.handle_problem,
+            HTTPException: problems.handle_http_exception,
+            Exception: problems.handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The factory the ASGI server calls in each worker: settings from the environment."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,165 @@
+"""Request bodies: read with a size cap, decoded with orjson, validated into typed models."""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from decimal import Decimal
+from typing import Annotated, Literal, TypeVar
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from starlette.requests import Request
+
+from codegen.creditcode import is_valid_credit_code
+from resolver.categories import CATEGORIES
+from resolver.problems import Problem
+
+MAX_BODY_BYTES = 64 * 1024  # 64 KiB: the largest body of the write API is a batch with its inspection items
+EARLIEST_DATE = dt.date(2000, 1, 1)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t" for ch in value):
+        raise ValueError("contains control or unassigned characters")
+    return value
+
+
+def _credit_code(value: str) -> str:
+    value = value.strip().upper()
+    if not is_valid_credit_code(value):
+        raise ValueError("not a valid unified social credit code (GB 32100-2015 check character)")
+    return value
+
+
+def _plausible_date(value: dt.date) -> dt.date:
+    if not EARLIEST_DATE <= value <= dt.date.today() + dt.timedelta(days=1):
+        raise ValueError(f"must be between {EARLIEST_DATE} and today")
+    return value
+
+
+def _category(value: str) -> str:
+    if value not in CATEGORIES:
+        raise ValueError(f"unknown category; one of: {', '.join(CATEGORIES)}")
+    return value
+
+
+def _gtin(value: str) -> str:
+    if len(value) not in (8, 12, 13, 14) or not value.isascii() or not value.isdigit():
+        raise ValueError("a GTIN has 8, 12, 13 or 14 digits")
+    digits = [int(d) for d in value.zfill(14)]
+    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits[:13]))
+    if (10 - total % 10) % 10 != digits[13]:
+        raise ValueError("wrong GTIN check digit")
+    return value.zfill(14)
+
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_printable)
+]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_printable)
+]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_printable)]
+CreditCode = Annotated[str, StringConstraints(min_length=18, max_length=18), AfterValidator(_credit_code)]
+RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
+PastDate = Annotated[dt.date, AfterValidator(_plausible_date)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenIn(_Body):
+    role: Literal["admin", "regulator", "producer", "gate"]
+    scope: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_printable)] = ""
+
+
+class ProducerIn(_Body):
+    credit_code: CreditCode
+    name: Name
+    kind: Literal["enterprise", "cooperative", "family_farm", "individual"]
+    region_code: RegionCode
+    contact: OptionalText = ""
+
+
+class ProductIn(_Body):
+    name: Name
+    category: Annotated[str, AfterValidator(_category)]
+    gtin: Annotated[str, AfterValidator(_gtin)] | None = None
+
+
+class InspectionItem(_Body):
+    name: ShortText
+    value: OptionalText = ""
+    limit: OptionalText = ""
+    result: Literal["pass", "fail"] | None = None
+
+
+class InspectionIn(_Body):
+    result: Literal["pass", "fail"]
+    method: OptionalText = ""
+    agency: OptionalText = ""
+    items: Annotated[list[InspectionItem | ShortText], Field(max_length=100)] = []
+    inspected_on: PastDate
+
+
+class CertificateIn(_Body):
+    kind: Literal["承诺达标合格证"] = "承诺达标合格证"
+    basis: Literal["self_test", "commissioned_test", "quality_control"]
+    issued_on: PastDate
+
+
+class BatchIn(_Body):
+    producer_credit_code: CreditCode
+    product: ProductIn
+    lot: ShortText
+    quantity: Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=18, decimal_places=3)]
+    unit: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), AfterValidator(_printable)
+    ]
+    produced_on: PastDate
+    expires_on: dt.date | None = None
+    origin: OptionalText = ""
+    inspection: InspectionIn | None = None
+    certificate: CertificateIn | None = None
+
+    @model_validator(mode="after")
+    def _expiry_after_production(self) -> BatchIn:
+        if self.expires_on is not None and self.expires_on < self.produced_on:
+            raise ValueError("expires_on is before produced_on")
+        return self
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The request body as `model`; problem details 413, 415, 400 or 422 otherwise."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise Problem(415, "unsupported_media_type", "不支持的内容类型", "请求体须为 application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _too_large()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "malformed_json", "JSON 格式错误", f"请求体不是有效的 UTF-8 JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(part) for part in err["loc"]), "message": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in errors)
+        raise Problem(422, "invalid_input", "输入无效", detail, errors=errors) from None
+
+
+def _too_large() -> Problem:
+    return Problem(413, "payload_too_large", "请求体过大", f"请求体不得超过 {MAX_BODY_BYTES} 字节")

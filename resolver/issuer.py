@@ -1,0 +1,51 @@
+"""Issue trace codes: reserve a range of the per-(type, region) sequence in Postgres, permute it into codes.
+
+A reservation is one atomic `UPDATE ... RETURNING` in its own short transaction, so concurrent
+issuers on any number of processes get disjoint ranges and nobody holds the sequence row while
+writing codes. A range whose codes are never written (a failed request) is a harmless gap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import asyncpg
+
+from codegen.format import compose
+from codegen.kernels import block_to_strings, issue_block
+from codegen.permute import RoundKeys, derive_round_keys, permute
+from resolver import queries
+
+KEY_CACHE_SIZE = 4_096  # (type, region) pairs whose round keys stay derived
+
+
+class CodeIssuer:
+    """Codes of one secret: `await issuer.issue(pool, code_type, region, count)`."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret: bytes) -> None:
+        @lru_cache(maxsize=KEY_CACHE_SIZE)
+        def keys(code_type: int, region: str) -> RoundKeys:
+            return derive_round_keys(secret, code_type, region)
+
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        return f"CodeIssuer(keys_cached={self._keys.cache_info().currsize})"
+
+    async def reserve(self, pool: asyncpg.Pool, code_type: int, region: str, count: int) -> int:
+        """The first of `count` sequence numbers now owned by the caller alone."""
+        start: int = await pool.fetchval(queries.RESERVE_SEQUENCE, code_type, region, count)
+        return start
+
+    def codes(self, code_type: int, region: str, start_seq: int, count: int) -> list[str]:
+        """The codes of sequence numbers `start_seq` .. `start_seq + count - 1`."""
+        keys = self._keys(code_type, region)
+        if count == 1:
+            return [compose(code_type, region, permute(start_seq, keys))]
+        return block_to_strings(issue_block(code_type, region, start_seq, count, keys))
+
+    async def issue(self, pool: asyncpg.Pool, code_type: int, region: str, count: int) -> list[str]:
+        start = await self.reserve(pool, code_type, region, count)
+        return self.codes(code_type, region, start, count)

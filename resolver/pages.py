@@ -1,0 +1,57 @@
+"""The consumer pages: server-rendered Chinese HTML, readable without JavaScript."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import jinja2
+
+from codegen.format import CodeType
+from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
+from resolver.documents import CHINA_TZ
+from resolver.problems import Problem
+
+EVENT_LABELS = {
+    "commissioning": "赋码登记",
+    "inspection": "质量检测",
+    "market_entry": "市场入场",
+    "trade": "交易流通",
+    "recall": "召回",
+}
+BASIS_LABELS = {"self_test": "自检合格", "commissioned_test": "委托检测合格", "quality_control": "内部质量控制合格"}
+
+
+def _datetime(value: str | None) -> str:
+    if not value:
+        return ""
+    return dt.datetime.fromisoformat(value).astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("resolver", "templates"),
+    autoescape=True,
+    undefined=jinja2.ChainableUndefined,
+    auto_reload=False,
+)
+_env.filters["datetime"] = _datetime
+_code_page = _env.get_template("code.html")
+_problem_page = _env.get_template("problem.html")
+
+
+def render_document(document: dict[str, Any]) -> str:
+    certificate = document.get("certificate") or {}
+    return _code_page.render(
+        d=document,
+        type_label=CodeType.from_api_name(document["type"]).label,
+        kind_label=PRODUCER_KIND_LABELS.get(document["producer"]["kind"], ""),
+        basis_label=BASIS_LABELS.get(certificate.get("basis", ""), ""),
+        cert_labels=CERTIFICATION_LABELS,
+        event_labels=EVENT_LABELS,
+    )
+
+
+def render_problem(problem: Problem) -> str:
+    return _problem_page.render(
+        title=problem.title, detail=problem.detail or problem.title, code=problem.code, status=problem.status
+    )

@@ -1,0 +1,96 @@
+"""The SQL of tracecode, parameterised, one constant per statement."""
+
+from __future__ import annotations
+
+# The resolved document of one code in one round trip: the code row (or the batch for the
+# national long form), the batch with its product, producer and region names, the chain of
+# events in time order and the certifications that cover the product.
+_DOCUMENT_COLUMNS = """
+    b.id AS batch_id, b.trace_code, b.long_code, b.lot, b.quantity, b.unit, b.produced_on, b.expires_on,
+    b.origin, b.inspection, b.certificate, b.status, b.recall_reason, b.recalled_at, b.created_at,
+    pd.name AS product_name, pd.category, pd.gtin,
+    p.name AS producer_name, p.credit_code, p.kind AS producer_kind, p.contact, p.region_code,
+    county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
+    (SELECT coalesce(jsonb_agg(
+                jsonb_build_object('kind', e.kind, 'at', e.event_time, 'biz_step', e.biz_step,
+                                   'disposition', e.disposition) || e.data
+                ORDER BY e.event_time, e.id), '[]'::jsonb)
+       FROM events e WHERE e.batch_id = b.id) AS chain,
+    (SELECT coalesce(jsonb_agg(
+                jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_from', c.valid_from,
+                                   'valid_until', c.valid_to)
+                ORDER BY c.kind, c.number), '[]'::jsonb)
+       FROM certifications c
+      WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id)) AS certifications
+"""
+_DOCUMENT_JOINS = """
+    JOIN products pd ON pd.id = b.product_id
+    JOIN producers p ON p.id = b.producer_id
+    JOIN regions county ON county.code = p.region_code
+    LEFT JOIN regions prefecture ON prefecture.code = county.prefecture_code
+    JOIN regions province ON province.code = county.province_code
+"""
+
+DOCUMENT_BY_CODE = f"""
+SELECT tc.code_type, {_DOCUMENT_COLUMNS}
+  FROM trace_codes tc
+  JOIN batches b ON b.id = tc.batch_id
+  {_DOCUMENT_JOINS}
+ WHERE tc.code = $1
+"""
+
+DOCUMENT_BY_LONG_CODE = f"""
+SELECT 1::smallint AS code_type, {_DOCUMENT_COLUMNS}
+  FROM batches b
+  {_DOCUMENT_JOINS}
+ WHERE b.long_code = $1
+"""
+
+RESERVE_SEQUENCE = """
+INSERT INTO code_sequences AS s (code_type, region_code, next_seq) VALUES ($1, $2, $3)
+ON CONFLICT (code_type, region_code) DO UPDATE SET next_seq = s.next_seq + $3
+RETURNING next_seq - $3
+"""
+
+TOKEN_BY_HASH = "SELECT role, scope FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+
+INSERT_TOKEN = "INSERT INTO tokens (token_hash, role, scope) VALUES ($1, $2, $3) RETURNING id"
+
+REGION = "SELECT code, name, level, prefecture_code, province_code FROM regions WHERE code = $1"
+
+INSERT_PRODUCER = """
+INSERT INTO producers (credit_code, name, kind, region_code, contact) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (credit_code) DO NOTHING
+RETURNING id, credit_code, name, kind, region_code, contact, created_at
+"""
+
+PRODUCER_BY_CREDIT_CODE = "SELECT id, credit_code, name, kind, region_code FROM producers WHERE credit_code = $1"
+
+UPSERT_PRODUCT = """
+INSERT INTO products AS pd (producer_id, name, category, gtin) VALUES ($1, $2, $3, $4)
+ON CONFLICT (producer_id, name, category) DO UPDATE SET gtin = coalesce(excluded.gtin, pd.gtin)
+RETURNING id
+"""
+
+NEXT_BATCH_NUMBER = "UPDATE producers SET batch_count = batch_count + 1 WHERE id = $1 RETURNING batch_count"
+
+INSERT_BATCH = """
+INSERT INTO batches (producer_id, product_id, trace_code, long_code, lot, quantity, unit, produced_on, expires_on,
+                     origin, inspection, certificate, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+RETURNING id
+"""
+
+INSERT_CODE = "INSERT INTO trace_codes (code, code_type, batch_id, created_at) VALUES ($1, $2, $3, $4)"
+
+INSERT_EVENT = """
+INSERT INTO events (event_time, batch_id, kind, epcis_type, biz_step, disposition, data)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+DEMO_BATCH_BY_LOT = "SELECT trace_code, long_code FROM batches WHERE producer_id = $1 AND lot = $2"
+
+DEMO_CERTIFICATION = """
+INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (kind, number) DO NOTHING
+"""
