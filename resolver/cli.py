@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -107,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tracecode: {exc}", file=sys.stderr)
         return 2
+    # A plain SIGTERM would skip the clean-up below and leave embedded servers behind: make it an exit.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     if settings.is_dev_secret:
         logger.warning("TRACECODE_SECRET is not set: using the development key; set it before issuing real codes")
     with _services(settings) as ready:

@@ -58,6 +58,7 @@ KILL_TIMEOUT_S = 10.0
 STALE_PROCESSES_TIMEOUT_S = 10.0
 REUSE_TIMEOUT_S = 300.0  # a second process may wait through the owner's binary copy, initdb and start
 POLL_INTERVAL_S = 0.05
+ROOT_FALLBACK_DIR = Path("/var/lib/tracecode")  # for data directories the service account cannot reach
 LOG_TAIL_LINES = 20
 
 _CREATE_DATABASE_SQL = (
@@ -573,6 +574,7 @@ class EmbeddedServices:
     """The embedded servers standing in for whichever of DATABASE_URL and REDIS_URL is unset."""
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, redis_url: str | None = None) -> None:
+        data_dir = reachable_data_dir(data_dir)
         self.postgres: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         if not database_url:
@@ -649,6 +651,26 @@ def _socket_dir(data_dir: Path) -> Path:
         return run_dir
     digest = hashlib.sha256(os.fsencode(data_dir)).hexdigest()[:16]
     return SHORT_SOCKET_ROOT / f"tracecode-{digest}"
+
+
+def reachable_data_dir(data_dir: Path) -> Path:
+    """`data_dir`, or, when we are root and the service account cannot reach it (a clone under /root, a 0700
+    temporary directory's child), a directory of its own under ROOT_FALLBACK_DIR named after it."""
+    data_dir = data_dir.resolve()
+    account = _service_account(data_dir)
+    if account is None:
+        return data_dir
+    existing = [step for step in (*reversed(data_dir.parents), data_dir) if step.is_dir()]
+    # The data directory itself we may open for the account (_let_through); only its parents are not ours to change.
+    if all(account.may_enter(step) for step in existing if step != data_dir):
+        return data_dir
+    fallback = ROOT_FALLBACK_DIR / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    logger.warning(
+        "user %s, which runs the embedded servers as root may not, cannot reach %s: keeping their files in %s",
+        account.name, data_dir, fallback,
+    )  # fmt: skip
+    fallback.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return fallback
 
 
 def _service_account(data_dir: Path) -> _Account | None:

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from resolver.embedded import (
     FALLBACK_SERVICE_USER,
+    ROOT_FALLBACK_DIR,
     SERVICE_USER,
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -279,11 +280,32 @@ async def test_binaries_the_account_cannot_reach_are_copied(data_dir: Path) -> N
         shutil.rmtree(private)
 
 
-@is_root
-def test_data_dir_the_account_cannot_enter_is_refused(data_dir: Path) -> None:
+def _hidden_dir(data_dir: Path) -> Path:
     data_dir.chmod(0o755)
     hidden = data_dir / "hidden"
     hidden.mkdir(mode=0o700)
+    return hidden
+
+
+@is_root
+def test_data_dir_the_account_cannot_enter_is_refused(data_dir: Path) -> None:
+    hidden = _hidden_dir(data_dir)
 
     with pytest.raises(EmbeddedServerError, match=r"chmod o\+x .*hidden"):
         EmbeddedRedis(hidden / "data").start()
+
+
+@is_root
+async def test_services_move_out_of_a_data_dir_the_account_cannot_reach(data_dir: Path) -> None:
+    hidden = _hidden_dir(data_dir)  # like a clone under /root, which root may enter and the service account may not
+
+    dsn, redis_url, services = ensure_services(hidden / "data", None, None)
+    try:
+        assert services is not None and services.postgres is not None
+        assert services.postgres.data_dir.is_relative_to(ROOT_FALLBACK_DIR)
+        assert await _select_one(dsn) == 1
+        assert await _set_get(redis_url) == b"value"
+    finally:
+        assert services is not None
+        services.stop()
+        shutil.rmtree(services.postgres.data_dir if services.postgres else "", ignore_errors=True)
