@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from cache import keys
 from cache.store import DocumentCache
-from resolver import db, problems, registry, resolve
+from resolver import db, gs1, labels, problems, registry, resolve
 from resolver.issuer import CodeIssuer
 from resolver.responses import ORJSONResponse
 from resolver.settings import Settings
@@ -97,9 +97,9 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             Route("/healthz", healthz),
             Route("/t/{code:path}", resolve.code_page),
             Route("/api/v1/codes/{code:path}", resolve.code_document),
-            Route("/api/v1/tokens", registry.create_token_route, methods=["POST"]),
-            Route("/api/v1/producers", registry.create_producer, methods=["POST"]),
-            Route("/api/v1/batches", registry.create_batch, methods=["POST"]),
+            *registry.ROUTES,
+            *labels.ROUTES,
+            *gs1.ROUTES,
         ],
         exception_handlers={
             problems.Problem: problems.handle_problem,

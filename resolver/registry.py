@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType
@@ -150,3 +151,10 @@ async def add_batch(pool: asyncpg.Pool, issuer: CodeIssuer, producer: asyncpg.Re
             )  # fmt: skip
         await conn.executemany(queries.INSERT_EVENT, events)
     return IssuedBatch(batch_id, code, long_code)
+
+
+ROUTES = [
+    Route("/api/v1/tokens", create_token_route, methods=["POST"]),
+    Route("/api/v1/producers", create_producer, methods=["POST"]),
+    Route("/api/v1/batches", create_batch, methods=["POST"]),
+]
