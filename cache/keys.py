@@ -1,17 +1,40 @@
-"""Every Redis key name and TTL of tracecode, in one place."""
+"""Every Redis key name and TTL of tracecode, in one place.
+
+The keys of one code share the hash tag `{code}`, so that one script may touch them all on a
+Redis Cluster too.
+"""
 
 from __future__ import annotations
 
 KEY_PREFIX = "tc:"
-DOCUMENT_PREFIX = KEY_PREFIX + "doc:"  # + code -> the resolved JSON document, ready to send, or NEGATIVE
 
 DOCUMENT_TTL_S = 3_600  # 1 hour: documents are also invalidated on every write that changes them
 NEGATIVE_TTL_S = 60  # a never-issued code stays unknown for a minute: a new code is not hidden long
 NEGATIVE = b"-"  # cached answer "never issued"; a document is JSON and never starts with "-"
+SCANS_TTL_S = 2 * DOCUMENT_TTL_S  # scan counters outlive the document they count, refreshed on every scan
+PLACES_WINDOW_S = 600  # 10 minutes: the window in which distinct places scanning one code are counted
+PLACES_WARNING = 5  # this many distinct client networks in one window flag the code as possibly copied
 
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not hold up a scan: fall back to Postgres after this
 REDIS_RETRY_AFTER_S = 2.0  # after a Redis error, go straight to Postgres for this long
+REINVALIDATE_AFTER_S = 1.0  # a second invalidation catches a load that read Postgres before the change
 
 
 def document_key(code: str) -> str:
-    return DOCUMENT_PREFIX + code
+    """code -> the resolved JSON document without its scan statistics, ready to send, or NEGATIVE."""
+    return f"{KEY_PREFIX}doc:{{{code}}}"
+
+
+def scans_key(code: str) -> str:
+    """code -> hash {count, first_at}: consumer resolves of the code."""
+    return f"{KEY_PREFIX}scans:{{{code}}}"
+
+
+def places_key(code: str) -> str:
+    """code -> HyperLogLog of the client networks that scanned it in the current window."""
+    return f"{KEY_PREFIX}places:{{{code}}}"
+
+
+def batch_codes_key(batch_id: int) -> str:
+    """batch -> set of its codes whose documents are cached, so that a change drops them all."""
+    return f"{KEY_PREFIX}batch:{batch_id}:codes"

@@ -1,15 +1,16 @@
-"""Cache-aside of resolved documents in Redis, as the bytes that are sent.
+"""Cache-aside of resolved documents in Redis, as the bytes that are sent, with consumer scan counters.
 
-Redis is an accelerator, never the source of truth: every error or timeout is logged, counted
-and answered as a miss, and for a short while afterwards the cache is skipped altogether so
-that a dead Redis costs a scan nothing.
+Redis is an accelerator, never the source of truth: every error or timeout on the read path is
+logged, counted and answered as a miss, and for a short while afterwards the cache is skipped
+altogether so that a dead Redis costs a scan nothing. Scan counters live here between flushes
+to Postgres (see resolver.scans).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -18,38 +19,71 @@ from cache import keys
 
 logger = logging.getLogger(__name__)
 
-CONNECT_ATTEMPTS = 20
-CONNECT_RETRY_DELAY_S = 0.5
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+
+# One round trip per warm scan: the document, and when it is one, the scan counted and its statistics.
+_LOOKUP = """
+local doc = redis.call('GET', KEYS[1])
+if not doc then return nil end
+if doc == ARGV[4] then return doc end
+local count = redis.call('HINCRBY', KEYS[2], 'count', 1)
+redis.call('HSETNX', KEYS[2], 'first_at', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local first_at = redis.call('HGET', KEYS[2], 'first_at')
+redis.call('PFADD', KEYS[3], ARGV[2])
+if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
+return {doc, count, first_at, redis.call('PFCOUNT', KEYS[3])}
+"""
+
+# Drop every cached document of a batch. Touches keys it reads from the set, so on a Redis Cluster
+# it needs the documents to be invalidated one by one instead (see ROADMAP in the README).
+_INVALIDATE_BATCH = """
+local codes = redis.call('SMEMBERS', KEYS[1])
+for _, code in ipairs(codes) do redis.call('DEL', ARGV[1] .. '{' .. code .. '}') end
+redis.call('DEL', KEYS[1])
+return #codes
+"""
 
 
-async def create_redis(url: str) -> aioredis.Redis:
-    """A client on `url` whose first ping succeeded, retried a bounded number of times."""
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=keys.REDIS_TIMEOUT_S,
-        socket_connect_timeout=keys.REDIS_TIMEOUT_S,
-        health_check_interval=0,
+@dataclass(frozen=True, slots=True)
+class Scans:
+    """Consumer scans of a code: how many, since when, and from how many networks in the current window."""
+
+    count: int
+    first_at: str | None
+    places: int = 0
+
+    @property
+    def is_suspicious(self) -> bool:
+        return self.places >= keys.PLACES_WARNING
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    document: bytes  # a document, or keys.NEGATIVE
+    scans: Scans | None
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A client that gives up quickly, so that a slow Redis falls back to Postgres instead of holding a scan."""
+    return aioredis.Redis.from_url(
+        url, socket_timeout=keys.REDIS_TIMEOUT_S, socket_connect_timeout=keys.REDIS_TIMEOUT_S
     )
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
-        try:
-            await client.ping()
-            return client
-        except (RedisError, OSError) as exc:
-            logger.warning("redis not ready (attempt %d/%d): %s", attempt, CONNECT_ATTEMPTS, exc)
-            if attempt == CONNECT_ATTEMPTS:
-                await client.aclose()
-                raise
-            await asyncio.sleep(CONNECT_RETRY_DELAY_S)
-    raise AssertionError("unreachable")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class DocumentCache:
-    """Documents by code: `get` answers the cached bytes, `keys.NEGATIVE`, or None for a miss."""
+    """Documents and scan counters by code."""
 
-    __slots__ = ("_redis", "_skip_until", "errors", "hits", "misses")
+    __slots__ = ("_invalidate_batch", "_lookup", "_redis", "_skip_until", "errors", "hits", "misses")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
+        self._lookup = client.register_script(_LOOKUP)
+        self._invalidate_batch = client.register_script(_INVALIDATE_BATCH)
         self._skip_until = 0.0
         self.hits = 0
         self.misses = 0
@@ -62,54 +96,86 @@ class DocumentCache:
     def is_available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    async def get(self, code: str) -> bytes | None:
+    async def lookup(self, code: str, *, place: str, now_iso: str) -> Lookup | None:
+        """The cached document of `code` with this scan counted from `place`; None on a miss or without Redis."""
         if not self.is_available:
             return None
         try:
-            value = await self._redis.get(keys.document_key(code))
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._failed("get", exc)
+            reply = await self._lookup(
+                keys=[keys.document_key(code), keys.scans_key(code), keys.places_key(code)],
+                args=[now_iso, place, keys.PLACES_WINDOW_S, keys.NEGATIVE, keys.SCANS_TTL_S],
+            )
+        except REDIS_ERRORS as exc:
+            self._failed("lookup", exc)
             return None
-        if value is None:
+        if reply is None:
             self.misses += 1
             return None
         self.hits += 1
-        return value if isinstance(value, bytes) else value.encode()
+        if not isinstance(reply, list):
+            return Lookup(keys.NEGATIVE, None)
+        document, count, first_at, places = reply
+        return Lookup(document, Scans(int(count), _text(first_at), int(places)))
 
-    async def put(self, code: str, document: bytes, *, ttl_s: int = keys.DOCUMENT_TTL_S) -> None:
-        await self._set(code, document, ttl_s)
+    async def fill(self, code: str, document: bytes, *, batch_id: int, ttl_s: int, seed: Scans | None = None) -> None:
+        """Cache `document` for `code` (registered under its batch), and seed the scan counter from Postgres."""
+        if not self.is_available:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(keys.document_key(code), document, ex=ttl_s)
+                pipe.sadd(keys.batch_codes_key(batch_id), code)
+                pipe.expire(keys.batch_codes_key(batch_id), keys.SCANS_TTL_S)
+                if seed is not None and seed.count > 0:
+                    pipe.hsetnx(keys.scans_key(code), "count", seed.count)
+                    if seed.first_at is not None:
+                        pipe.hsetnx(keys.scans_key(code), "first_at", seed.first_at)
+                    pipe.expire(keys.scans_key(code), keys.SCANS_TTL_S)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            self._failed("fill", exc)
 
     async def put_negative(self, code: str) -> None:
-        await self._set(code, keys.NEGATIVE, keys.NEGATIVE_TTL_S)
+        if not self.is_available:
+            return
+        try:
+            await self._redis.set(keys.document_key(code), keys.NEGATIVE, ex=keys.NEGATIVE_TTL_S)
+        except REDIS_ERRORS as exc:
+            self._failed("set", exc)
 
-    async def invalidate(self, codes: list[str]) -> None:
-        """Drop the documents of `codes`. Raises on a Redis error: a caller that changed data must know."""
-        if codes:
-            await self._redis.delete(*(keys.document_key(code) for code in codes))
+    async def invalidate_batch(self, batch_id: int) -> int:
+        """Drop every cached document of the batch; raises on a Redis error, since the caller changed data."""
+        prefix = keys.document_key("")[: -len("{}")]
+        dropped = await self._invalidate_batch(keys=[keys.batch_codes_key(batch_id)], args=[prefix])
+        return int(dropped)
 
     async def forget(self, codes: list[str]) -> None:
         """Drop the entries of `codes` where Redis can be reached; a stale negative entry expires on its own."""
         try:
-            await self.invalidate(codes)
-        except (TimeoutError, RedisError, OSError) as exc:
+            await self._redis.delete(*(keys.document_key(code) for code in codes))
+        except REDIS_ERRORS as exc:
             self._failed("delete", exc)
+
+    async def scan_counts(self, codes: list[str]) -> dict[str, Scans]:
+        """The counters of `codes` that Redis holds (for the flush to Postgres); raises on a Redis error."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                pipe.hmget(keys.scans_key(code), "count", "first_at")
+            replies = await pipe.execute()
+        return {
+            code: Scans(int(count), _text(first_at))
+            for code, (count, first_at) in zip(codes, replies, strict=True)
+            if count is not None and first_at is not None
+        }
 
     async def ping(self) -> bool:
         try:
             await self._redis.ping()
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed("ping", exc)
             return False
         self._skip_until = 0.0
         return True
-
-    async def _set(self, code: str, value: bytes, ttl_s: int) -> None:
-        if not self.is_available:
-            return
-        try:
-            await self._redis.set(keys.document_key(code), value, ex=ttl_s)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._failed("set", exc)
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self.errors += 1

@@ -9,19 +9,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cache import keys
-from cache.store import DocumentCache
+from cache.store import DocumentCache, redis_client
 from resolver import db, gs1, labels, problems, registry, resolve
 from resolver.issuer import CodeIssuer
 from resolver.responses import ORJSONResponse
+from resolver.scans import ScanLedger
 from resolver.settings import Settings
+from resolver.tasks import Background
 from schema.migrate import ensure_event_partitions
 
 logger = logging.getLogger(__name__)
@@ -72,22 +72,24 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await db.create_pool(database_url, query_logger=query_logger)
-        redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=keys.REDIS_TIMEOUT_S, socket_connect_timeout=keys.REDIS_TIMEOUT_S
-        )
+        redis = redis_client(redis_url)
         cache = DocumentCache(redis)
         if not await cache.ping():
             logger.warning("redis at start-up does not answer: serving from postgres until it does")
+        background = Background()
+        ledger = ScanLedger(pool, cache)
         app.state.pool = pool
         app.state.cache = cache
         app.state.redis = redis
+        app.state.background = background
         app.state.issuer = CodeIssuer(settings.secret)
-        app.state.resolver = resolve.Resolver(pool, cache, public_url=settings.public_url)
-        partitions = asyncio.create_task(_keep_event_partitions(pool))
+        app.state.resolver = resolve.Resolver(pool, cache, ledger, public_url=settings.public_url)
+        background.spawn(_keep_event_partitions(pool))
+        background.spawn(ledger.run())
         try:
             yield
         finally:
-            partitions.cancel()
+            await background.close()
             await redis.aclose()
             await pool.close()
 

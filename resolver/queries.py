@@ -11,11 +11,16 @@ _DOCUMENT_COLUMNS = """
     pd.name AS product_name, pd.category, pd.gtin,
     p.name AS producer_name, p.credit_code, p.kind AS producer_kind, p.contact, p.region_code,
     county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
+    sc.count AS scan_count, sc.first_at AS scan_first_at,
     (SELECT coalesce(jsonb_agg(
                 jsonb_build_object('kind', e.kind, 'at', e.event_time, 'biz_step', e.biz_step,
                                    'disposition', e.disposition) || e.data
                 ORDER BY e.event_time, e.id), '[]'::jsonb)
-       FROM events e WHERE e.batch_id = b.id) AS chain,
+       FROM events e
+      WHERE e.batch_id = b.id
+        -- A voucher or circulation code shows the batch's own events and its own branch of the chain.
+        AND (e.entry_id IS NULL OR {entry} IS NULL
+             OR (e.entry_id = {entry} AND (e.trade_id IS NULL OR {trade} IS NULL OR e.trade_id = {trade})))) AS chain,
     (SELECT coalesce(jsonb_agg(
                 jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_from', c.valid_from,
                                    'valid_until', c.valid_to)
@@ -32,17 +37,19 @@ _DOCUMENT_JOINS = """
 """
 
 DOCUMENT_BY_CODE = f"""
-SELECT tc.code_type, {_DOCUMENT_COLUMNS}
+SELECT tc.code_type, {_DOCUMENT_COLUMNS.format(entry="tc.entry_id", trade="tc.trade_id")}
   FROM trace_codes tc
   JOIN batches b ON b.id = tc.batch_id
   {_DOCUMENT_JOINS}
+  LEFT JOIN scan_counts sc ON sc.code = tc.code::text
  WHERE tc.code = $1
 """
 
 DOCUMENT_BY_LONG_CODE = f"""
-SELECT 1::smallint AS code_type, {_DOCUMENT_COLUMNS}
+SELECT 1::smallint AS code_type, {_DOCUMENT_COLUMNS.format(entry="NULL::bigint", trade="NULL::bigint")}
   FROM batches b
   {_DOCUMENT_JOINS}
+  LEFT JOIN scan_counts sc ON sc.code = b.long_code
  WHERE b.long_code = $1
 """
 
@@ -93,4 +100,11 @@ DEMO_BATCH_BY_LOT = "SELECT trace_code, long_code FROM batches WHERE producer_id
 DEMO_CERTIFICATION = """
 INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (kind, number) DO NOTHING
+"""
+
+FLUSH_SCAN_COUNTS = """
+INSERT INTO scan_counts AS s (code, count, first_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])
+ON CONFLICT (code) DO UPDATE SET count = greatest(s.count, excluded.count),
+    first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """

@@ -1,12 +1,14 @@
 """The scan path: parse and check the code, look in the cache, fall back to Postgres, answer.
 
 `GET /api/v1/codes/{code}` answers the JSON document; `GET /t/{code}` the consumer page, or the
-JSON document when the client asks for `application/json`.
+JSON document when the client asks for `application/json`. Each answer counts one consumer scan.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import ipaddress
 import logging
 
 import asyncpg
@@ -16,63 +18,92 @@ from starlette.responses import HTMLResponse, Response
 
 from cache import keys
 from cache.singleflight import SingleFlight
-from cache.store import DocumentCache
+from cache.store import DocumentCache, Scans
 from codegen.format import MalformedCode, parse
 from codegen.longform import parse_long
 from resolver import pages, queries
 from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
 from resolver.problems import Problem
+from resolver.scans import ScanLedger
 
 logger = logging.getLogger(__name__)
 
 POSTGRES_RETRY_AFTER_S = 5
+POSTGRES_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Resolver:
     """Resolves codes to document bytes through the cache, loading each cold code once per process."""
 
-    __slots__ = ("_cache", "_flight", "_pool", "_public_url", "postgres_loads")
+    __slots__ = ("_cache", "_flight", "_pool", "_public_url", "ledger", "postgres_loads")
 
-    def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, *, public_url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, ledger: ScanLedger, *, public_url: str) -> None:
         self._pool = pool
         self._cache = cache
-        self._flight: SingleFlight[bytes | None] = SingleFlight()
+        self._flight: SingleFlight[tuple[bytes, Scans] | None] = SingleFlight()
         self._public_url = public_url
+        self.ledger = ledger
         self.postgres_loads = 0
 
     def __repr__(self) -> str:
         return f"Resolver(postgres_loads={self.postgres_loads}, cache={self._cache!r})"
 
-    async def document(self, code: str) -> bytes:
-        """The document bytes of a canonical code; Problem 404 when it was never issued."""
-        cached = await self._cache.get(code)
-        if cached is None:
-            cached = await self._flight.do(code, lambda: self._load(code))
-        if cached is None or cached == keys.NEGATIVE:
-            raise Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记，请核对后重试")
-        return cached
+    async def document(self, code: str, *, place: str) -> bytes:
+        """The document of a canonical code with its scan statistics, this scan counted; Problem 404 if never issued."""
+        now_iso = dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
+        found = await self._cache.lookup(code, place=place, now_iso=now_iso)
+        if found is None:
+            loaded = await self._flight.do(code, lambda: self._load(code))
+            if loaded is None:
+                raise _unknown(code)
+            # Count this scan through the cache now that it holds the document; without Redis, show Postgres's count.
+            found = await self._cache.lookup(code, place=place, now_iso=now_iso)
+            if found is None:
+                body, scans = loaded
+                return with_scans(body, scans)
+        if found.document == keys.NEGATIVE or found.scans is None:
+            raise _unknown(code)
+        self.ledger.touched(code)
+        return with_scans(found.document, found.scans)
 
-    async def _load(self, code: str) -> bytes | None:
+    async def _load(self, code: str) -> tuple[bytes, Scans] | None:
         self.postgres_loads += 1
         query = queries.DOCUMENT_BY_CODE if len(code) == 20 else queries.DOCUMENT_BY_LONG_CODE
         try:
             row = await self._pool.fetchrow(query, code)
-        except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_ERRORS as exc:
             logger.warning("postgres unavailable while resolving: %r", exc)
-            raise Problem(
-                503,
-                "store_unavailable",
-                "服务暂不可用",
-                "追溯数据暂时无法读取，请稍后再试",
-                headers={"Retry-After": str(POSTGRES_RETRY_AFTER_S)},
-            ) from exc
+            raise store_unavailable() from exc
         if row is None:
             await self._cache.put_negative(code)
             return None
         now = dt.datetime.now(CHINA_TZ)
         body = orjson.dumps(build_document(code, row, public_url=self._public_url, today=now.date()))
-        await self._cache.put(code, body, ttl_s=cache_ttl_s(row, now.date(), now))
-        return body
+        first_at = row["scan_first_at"]
+        seed = Scans(row["scan_count"] or 0, first_at.astimezone(CHINA_TZ).isoformat() if first_at else None)
+        await self._cache.fill(code, body, batch_id=row["batch_id"], ttl_s=cache_ttl_s(row, now.date(), now), seed=seed)
+        return body, seed
+
+
+def with_scans(document: bytes, scans: Scans) -> bytes:
+    """The document bytes with its `scans` member appended: the cached bytes are reused, not re-encoded."""
+    stats = {"count": scans.count, "first_at": scans.first_at, "places_recent": scans.places,
+             "warning": scans.is_suspicious}  # fmt: skip
+    return b"".join((document[:-1], b',"scans":', orjson.dumps(stats), b"}"))
+
+
+def _unknown(code: str) -> Problem:
+    return Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记，请核对后重试")
+
+
+def store_unavailable() -> Problem:
+    return Problem(
+        503,
+        "store_unavailable",
+        "服务暂不可用",
+        "追溯数据暂时无法读取，请稍后再试",
+        headers={"Retry-After": str(POSTGRES_RETRY_AFTER_S)},
+    )
 
 
 def canonical_code(text: str) -> str:
@@ -86,6 +117,17 @@ def canonical_code(text: str) -> str:
         raise Problem(400, "malformed_code", "追溯码格式错误", exc.message, reason=exc.reason) from None
 
 
+def client_place(request: Request) -> str:
+    """The client's network (IPv4 /24, IPv6 /48): scans from many of them in a short time flag a copied code."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 def _wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept
@@ -94,7 +136,7 @@ def _wants_json(request: Request) -> bool:
 async def code_document(request: Request) -> Response:
     """GET /api/v1/codes/{code}"""
     code = canonical_code(request.path_params["code"])
-    body = await request.app.state.resolver.document(code)
+    body = await request.app.state.resolver.document(code, place=client_place(request))
     return Response(body, media_type="application/json")
 
 
@@ -104,7 +146,23 @@ async def code_page(request: Request) -> Response:
         return await code_document(request)
     try:
         code = canonical_code(request.path_params["code"])
-        body = await request.app.state.resolver.document(code)
+        body = await request.app.state.resolver.document(code, place=client_place(request))
     except Problem as problem:
         return HTMLResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
     return HTMLResponse(pages.render_document(orjson.loads(body)))
+
+
+async def invalidate_batch(request: Request, batch_id: int) -> None:
+    """Drop the batch's cached documents now and once more a moment later (a load in flight may have read the
+    old state before the change committed). Raises when Redis cannot be told: the caller decides."""
+    cache: DocumentCache = request.app.state.cache
+    await cache.invalidate_batch(batch_id)
+
+    async def again() -> None:
+        await asyncio.sleep(keys.REINVALIDATE_AFTER_S)
+        try:
+            await cache.invalidate_batch(batch_id)
+        except Exception as exc:  # a background task has no caller to tell
+            logger.warning("second invalidation of batch %d failed: %r", batch_id, exc)
+
+    request.app.state.background.spawn(again())
