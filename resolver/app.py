@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cache.store import DocumentCache, redis_client
-from resolver import db, gs1, labels, problems, registry, resolve
+from resolver import db, gate, gs1, labels, problems, recall, registry, resolve
 from resolver.issuer import CodeIssuer
 from resolver.responses import ORJSONResponse
 from resolver.scans import ScanLedger
@@ -83,6 +83,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.redis = redis
         app.state.background = background
         app.state.issuer = CodeIssuer(settings.secret)
+        app.state.market_regions = {}
         app.state.resolver = resolve.Resolver(pool, cache, ledger, public_url=settings.public_url)
         background.spawn(_keep_event_partitions(pool))
         background.spawn(ledger.run())
@@ -100,6 +101,8 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             Route("/t/{code:path}", resolve.code_page),
             Route("/api/v1/codes/{code:path}", resolve.code_document),
             *registry.ROUTES,
+            *gate.ROUTES,
+            *recall.ROUTES,
             *labels.ROUTES,
             *gs1.ROUTES,
         ],

@@ -47,11 +47,11 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_token(conn: asyncpg.Pool | asyncpg.Connection, role: str, scope: str) -> str:
-    """Store a new token's hash and return the token itself, which is never stored."""
+async def create_token(conn: asyncpg.Pool | asyncpg.Connection, role: str, scope: str) -> tuple[int, str]:
+    """Store a new token's hash; return its id and the token itself, which is never stored."""
     token = new_token()
-    await conn.fetchval(queries.INSERT_TOKEN, hash_token(token), role, scope)
-    return token
+    token_id: int = await conn.fetchval(queries.INSERT_TOKEN, hash_token(token), role, scope)
+    return token_id, token
 
 
 async def authenticate(request: Request) -> Principal:

@@ -40,7 +40,7 @@ def _plausible_date(value: dt.date) -> dt.date:
     return value
 
 
-def _category(value: str) -> str:
+def check_category(value: str) -> str:
     if value not in CATEGORIES:
         raise ValueError(f"unknown category; one of: {', '.join(CATEGORIES)}")
     return value
@@ -56,28 +56,26 @@ def _gtin(value: str) -> str:
     return value.zfill(14)
 
 
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_printable)
-]
-ShortText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_printable)
-]
-OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_printable)]
+Printable = AfterValidator(_printable)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Printable]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
+Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), Printable]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), Printable]
 CreditCode = Annotated[str, StringConstraints(min_length=18, max_length=18), AfterValidator(_credit_code)]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
 PastDate = Annotated[dt.date, AfterValidator(_plausible_date)]
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TokenIn(_Body):
+class TokenIn(Body):
     role: Literal["admin", "regulator", "producer", "gate"]
-    scope: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), AfterValidator(_printable)] = ""
+    scope: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), Printable] = ""
 
 
-class ProducerIn(_Body):
+class ProducerIn(Body):
     credit_code: CreditCode
     name: Name
     kind: Literal["enterprise", "cooperative", "family_farm", "individual"]
@@ -85,20 +83,20 @@ class ProducerIn(_Body):
     contact: OptionalText = ""
 
 
-class ProductIn(_Body):
+class ProductIn(Body):
     name: Name
-    category: Annotated[str, AfterValidator(_category)]
+    category: Annotated[str, AfterValidator(check_category)]
     gtin: Annotated[str, AfterValidator(_gtin)] | None = None
 
 
-class InspectionItem(_Body):
+class InspectionItem(Body):
     name: ShortText
     value: OptionalText = ""
     limit: OptionalText = ""
     result: Literal["pass", "fail"] | None = None
 
 
-class InspectionIn(_Body):
+class InspectionIn(Body):
     result: Literal["pass", "fail"]
     method: OptionalText = ""
     agency: OptionalText = ""
@@ -106,20 +104,18 @@ class InspectionIn(_Body):
     inspected_on: PastDate
 
 
-class CertificateIn(_Body):
+class CertificateIn(Body):
     kind: Literal["承诺达标合格证"] = "承诺达标合格证"
     basis: Literal["self_test", "commissioned_test", "quality_control"]
     issued_on: PastDate
 
 
-class BatchIn(_Body):
+class BatchIn(Body):
     producer_credit_code: CreditCode
     product: ProductIn
     lot: ShortText
     quantity: Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=18, decimal_places=3)]
-    unit: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), AfterValidator(_printable)
-    ]
+    unit: Unit
     produced_on: PastDate
     expires_on: dt.date | None = None
     origin: OptionalText = ""

@@ -75,7 +75,7 @@ async def _demo(settings: Settings) -> None:
 
 async def _token_create(settings: Settings, role: str, scope: str) -> None:
     async def work(conn: asyncpg.Connection) -> None:
-        print(await create_token(conn, role, scope))
+        print((await create_token(conn, role, scope))[1])
 
     await _with_connection(settings, work)
 

@@ -17,14 +17,17 @@ from codegen.permute import RoundKeys, derive_round_keys, permute
 from resolver import queries
 
 KEY_CACHE_SIZE = 4_096  # (type, region) pairs whose round keys stay derived
+SINGLE_BLOCK = 64  # sequence numbers reserved at once for codes issued one at a time (vouchers, trades)
 
 
 class CodeIssuer:
     """Codes of one secret: `await issuer.issue(pool, code_type, region, count)`."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_blocks", "_keys")
 
     def __init__(self, secret: bytes) -> None:
+        self._blocks: dict[tuple[int, str], list[int]] = {}  # (type, region) -> [next, end) reserved here
+
         @lru_cache(maxsize=KEY_CACHE_SIZE)
         def keys(code_type: int, region: str) -> RoundKeys:
             return derive_round_keys(secret, code_type, region)
@@ -49,3 +52,16 @@ class CodeIssuer:
     async def issue(self, pool: asyncpg.Pool, code_type: int, region: str, count: int) -> list[str]:
         start = await self.reserve(pool, code_type, region, count)
         return self.codes(code_type, region, start, count)
+
+    async def one(self, pool: asyncpg.Pool, code_type: int, region: str) -> str:
+        """One code from a block this process reserved: a Postgres round trip every SINGLE_BLOCK codes only.
+
+        Numbers of a block left unused (the process stops, a scan is rejected) are gaps, never duplicates.
+        """
+        block = self._blocks.get((code_type, region))
+        if block is None or block[0] >= block[1]:
+            start = await self.reserve(pool, code_type, region, SINGLE_BLOCK)
+            block = self._blocks[(code_type, region)] = [start, start + SINGLE_BLOCK]
+        seq = block[0]
+        block[0] += 1
+        return self.codes(code_type, region, seq, 1)[0]

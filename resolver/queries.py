@@ -108,3 +108,29 @@ SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])
 ON CONFLICT (code) DO UPDATE SET count = greatest(s.count, excluded.count),
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
+
+INSERT_MARKET = "INSERT INTO markets (name, region_code, admitted_categories) VALUES ($1, $2, $3) RETURNING id"
+
+MARKET_REGION = "SELECT region_code FROM markets WHERE id = $1"
+
+MARKET_EXISTS = "SELECT EXISTS (SELECT FROM markets WHERE id = $1)"
+
+ENTRY_REGION = """
+SELECT m.region_code FROM gate_entries e JOIN markets m ON m.id = e.market_id WHERE e.voucher_code = $1
+"""
+
+GATE_SCAN = "SELECT * FROM tracecode_gate_scan($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+TRADE = "SELECT * FROM tracecode_trade($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+
+_BATCH_SCOPE = "SELECT b.id, b.status, b.recall_reason, b.recalled_at, p.region_code, p.credit_code, b.certificate"
+BATCH_BY_TRACE_CODE = f"{_BATCH_SCOPE} FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.trace_code = $1"
+BATCH_BY_LONG_CODE = f"{_BATCH_SCOPE} FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.long_code = $1"
+
+RECALL_BATCH = """
+UPDATE batches SET status = 'recalled', recall_reason = $2, recalled_at = now()
+ WHERE id = $1 AND status = 'active'
+RETURNING recalled_at
+"""
+
+REVOKE_TOKEN = "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id"

@@ -34,8 +34,22 @@ async def create_token_route(request: Request) -> Response:
     body = await read_json(request, TokenIn)
     pool: asyncpg.Pool = request.app.state.pool
     await _check_scope(pool, body.role, body.scope)
-    token = await create_token(pool, body.role, body.scope)
-    return ORJSONResponse({"token": token, "role": body.role, "scope": body.scope}, status_code=201)
+    token_id, token = await create_token(pool, body.role, body.scope)
+    return ORJSONResponse({"id": token_id, "token": token, "role": body.role, "scope": body.scope}, status_code=201)
+
+
+async def revoke_token(request: Request) -> Response:
+    """DELETE /api/v1/tokens/{id} (admin): the token stops working at once."""
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise forbidden("只有管理员可以撤销令牌")
+    try:
+        token_id = int(request.path_params["id"])
+    except ValueError:
+        raise Problem(404, "unknown_token", "令牌不存在", "令牌编号无效") from None
+    if await request.app.state.pool.fetchval(queries.REVOKE_TOKEN, token_id) is None:
+        raise Problem(404, "unknown_token", "令牌不存在", f"令牌 {token_id} 不存在或已撤销")
+    return Response(status_code=204)
 
 
 async def _check_scope(pool: asyncpg.Pool, role: str, scope: str) -> None:
@@ -50,6 +64,8 @@ async def _check_scope(pool: asyncpg.Pool, role: str, scope: str) -> None:
             raise invalid("a producer's scope is its unified social credit code", field="scope")
     elif not _GATE_SCOPE.fullmatch(scope):
         raise invalid("a gate's scope is {market_id}/{gate}", field="scope")
+    elif not await pool.fetchval(queries.MARKET_EXISTS, int(scope.partition("/")[0])):
+        raise invalid(f"market {scope.partition('/')[0]} does not exist", field="scope")
 
 
 async def create_producer(request: Request) -> Response:
@@ -155,6 +171,7 @@ async def add_batch(pool: asyncpg.Pool, issuer: CodeIssuer, producer: asyncpg.Re
 
 ROUTES = [
     Route("/api/v1/tokens", create_token_route, methods=["POST"]),
+    Route("/api/v1/tokens/{id}", revoke_token, methods=["DELETE"]),
     Route("/api/v1/producers", create_producer, methods=["POST"]),
     Route("/api/v1/batches", create_batch, methods=["POST"]),
 ]

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.conftest import Service, random_credit_code
+
+TRACECODE = str(Path(sys.executable).with_name("tracecode"))
+START_TIMEOUT_S = 60.0
 
 
 async def register_producer(service: Service, *, region: str = "630121", kind: str = "cooperative") -> str:
@@ -57,3 +71,57 @@ async def register_batch(service: Service, credit_code: str | None = None, **ove
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def subprocess_env(**values: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({k: v for k, v in values.items() if v is not None})
+    return env
+
+
+def run_tracecode(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([TRACECODE, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[str]:
+    """Run `tracecode serve ARGS` until /livez answers and yield its base URL; stop it with SIGTERM after."""
+    port = free_port()
+    process = subprocess.Popen(
+        [TRACECODE, "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(f"{base}/livez", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output = process.communicate()[0]
+        print(output)

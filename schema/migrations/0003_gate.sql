@@ -83,7 +83,8 @@ CREATE TABLE scan_counts (
 CREATE FUNCTION tracecode_gate_scan(
     p_market_id bigint, p_gate text, p_key text, p_request_hash bytea, p_code text, p_quantity numeric,
     p_unit text, p_voucher_code text, p_today date
-) RETURNS TABLE (decision text, reasons text[], voucher_code text, is_replay boolean, is_conflict boolean)
+) RETURNS TABLE (decision text, reasons text[], voucher_code text, batch_id bigint, is_replay boolean,
+                is_conflict boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_scan_id   bigint;
@@ -93,6 +94,7 @@ DECLARE
     v_market  record;
     v_why       text[] := '{}';
     v_entry_id bigint;
+    v_batch_id bigint;  -- NULL until the code is found
 BEGIN
     -- Claim the idempotency key; a concurrent claim of the same key waits here for the other to finish.
     INSERT INTO gate_scans (market_id, gate, idempotency_key, request_hash, code, quantity, unit)
@@ -101,7 +103,7 @@ BEGIN
     RETURNING id INTO v_scan_id;
     IF v_scan_id IS NULL THEN
         RETURN QUERY
-            SELECT s.decision, s.reasons, e.voucher_code::text, true, s.request_hash <> p_request_hash
+            SELECT s.decision, s.reasons, e.voucher_code::text, e.batch_id, true, s.request_hash <> p_request_hash
               FROM gate_scans s LEFT JOIN gate_entries e ON e.id = s.entry_id
              WHERE s.market_id = p_market_id AND s.idempotency_key = p_key;
         RETURN;
@@ -118,39 +120,40 @@ BEGIN
           INTO v_batch
           FROM batches b JOIN products pd ON pd.id = b.product_id
          WHERE b.id = v_code.batch_id;
+        v_batch_id := v_batch.id;
         SELECT m.name, m.admitted_categories INTO v_market FROM markets m WHERE m.id = p_market_id;
-        IF v_batch.status = 'recalled' THEN v_why := v_why || 'recalled'; END IF;
-        IF v_batch.expires_on IS NOT NULL AND v_batch.expires_on < p_today THEN v_why := v_why || 'expired'; END IF;
+        IF v_batch.status = 'recalled' THEN v_why := array_append(v_why, 'recalled'); END IF;
+        IF v_batch.expires_on IS NOT NULL AND v_batch.expires_on < p_today THEN v_why := array_append(v_why, 'expired'); END IF;
         IF v_batch.inspection IS NOT NULL AND v_batch.inspection->>'result' = 'fail' THEN
-            v_why := v_why || 'inspection_failed';
+            v_why := array_append(v_why, 'inspection_failed');
         END IF;
-        IF v_batch.certificate IS NULL THEN v_why := v_why || 'no_certificate'; END IF;
+        IF v_batch.certificate IS NULL THEN v_why := array_append(v_why, 'no_certificate'); END IF;
         IF v_market.admitted_categories IS NOT NULL AND NOT (v_batch.category = ANY (v_market.admitted_categories)) THEN
-            v_why := v_why || 'not_for_this_market';
+            v_why := array_append(v_why, 'not_for_this_market');
         END IF;
-        IF p_unit <> v_batch.unit THEN v_why := v_why || 'unit_mismatch'; END IF;
+        IF p_unit <> v_batch.unit THEN v_why := array_append(v_why, 'unit_mismatch'); END IF;
         IF v_code.trade_id IS NOT NULL THEN
             SELECT t.id, t.quantity, t.admitted INTO v_trade FROM trades t WHERE t.id = v_code.trade_id;
             IF cardinality(v_why) = 0 THEN
                 UPDATE trades t SET admitted = t.admitted + p_quantity
                  WHERE t.id = v_trade.id AND t.admitted + p_quantity <= t.quantity;
-                IF NOT FOUND THEN v_why := v_why || 'quantity_exceeds_batch'; END IF;
+                IF NOT FOUND THEN v_why := array_append(v_why, 'quantity_exceeds_batch'); END IF;
             ELSIF v_trade.admitted + p_quantity > v_trade.quantity THEN
-                v_why := v_why || 'quantity_exceeds_batch';
+                v_why := array_append(v_why, 'quantity_exceeds_batch');
             END IF;
         ELSIF cardinality(v_why) = 0 THEN
             -- The row lock lasts only until this statement's transaction commits.
             UPDATE batches b SET admitted = b.admitted + p_quantity
              WHERE b.id = v_batch.id AND b.admitted + p_quantity <= b.quantity;
-            IF NOT FOUND THEN v_why := v_why || 'quantity_exceeds_batch'; END IF;
+            IF NOT FOUND THEN v_why := array_append(v_why, 'quantity_exceeds_batch'); END IF;
         ELSIF v_batch.admitted + p_quantity > v_batch.quantity THEN
-            v_why := v_why || 'quantity_exceeds_batch';
+            v_why := array_append(v_why, 'quantity_exceeds_batch');
         END IF;
     END IF;
 
     IF cardinality(v_why) > 0 THEN
         UPDATE gate_scans s SET decision = 'reject', reasons = v_why WHERE s.id = v_scan_id;
-        RETURN QUERY SELECT 'reject'::text, v_why, NULL::text, false, false;
+        RETURN QUERY SELECT 'reject'::text, v_why, NULL::text, v_batch_id, false, false;
         RETURN;
     END IF;
 
@@ -164,7 +167,7 @@ BEGIN
             jsonb_build_object('market_id', p_market_id, 'market', v_market.name, 'gate', p_gate, 'quantity', p_quantity, 'unit', p_unit,
                                'voucher_code', p_voucher_code, 'scanned_code', p_code));
     UPDATE gate_scans s SET decision = 'accept', entry_id = v_entry_id WHERE s.id = v_scan_id;
-    RETURN QUERY SELECT 'accept'::text, v_why, p_voucher_code, false, false;
+    RETURN QUERY SELECT 'accept'::text, v_why, p_voucher_code, v_batch.id, false, false;
 END $$;
 
 -- A trade out of a market entry, in one statement: the buyer takes part of the lot and gets a
@@ -173,7 +176,7 @@ END $$;
 CREATE FUNCTION tracecode_trade(
     p_market_id bigint, p_voucher_code text, p_key text, p_request_hash bytea, p_buyer_name text,
     p_buyer_credit_code text, p_buyer_contact text, p_quantity numeric, p_unit text, p_circulation_code text
-) RETURNS TABLE (error text, circulation_code text, is_replay boolean, is_conflict boolean)
+) RETURNS TABLE (error text, circulation_code text, batch_id bigint, is_replay boolean, is_conflict boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_entry    record;
@@ -182,11 +185,11 @@ BEGIN
     SELECT e.id, e.market_id, e.batch_id, e.unit INTO v_entry
       FROM gate_entries e WHERE e.voucher_code = p_voucher_code::char(20);
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'unknown_voucher'::text, NULL::text, false, false;
+        RETURN QUERY SELECT 'unknown_voucher'::text, NULL::text, NULL::bigint, false, false;
         RETURN;
     END IF;
     IF p_market_id IS NOT NULL AND v_entry.market_id <> p_market_id THEN
-        RETURN QUERY SELECT 'wrong_market'::text, NULL::text, false, false;
+        RETURN QUERY SELECT 'wrong_market'::text, NULL::text, NULL::bigint, false, false;
         RETURN;
     END IF;
     INSERT INTO trades (entry_id, circulation_code, buyer_name, buyer_credit_code, buyer_contact, quantity, unit,
@@ -197,7 +200,7 @@ BEGIN
     RETURNING id INTO v_trade_id;
     IF v_trade_id IS NULL THEN
         RETURN QUERY
-            SELECT NULL::text, t.circulation_code::text, true, t.request_hash <> p_request_hash
+            SELECT NULL::text, t.circulation_code::text, v_entry.batch_id, true, t.request_hash <> p_request_hash
               FROM trades t WHERE t.entry_id = v_entry.id AND t.idempotency_key = p_key;
         RETURN;
     END IF;
@@ -215,5 +218,5 @@ BEGIN
     VALUES (now(), v_entry.batch_id, v_entry.id, v_trade_id, 'trade', 'ObjectEvent', 'shipping', 'in_transit',
             jsonb_build_object('buyer', p_buyer_name, 'quantity', p_quantity, 'unit', p_unit,
                                'circulation_code', p_circulation_code, 'voucher_code', p_voucher_code));
-    RETURN QUERY SELECT NULL::text, p_circulation_code, false, false;
+    RETURN QUERY SELECT NULL::text, p_circulation_code, v_entry.batch_id, false, false;
 END $$;

@@ -1,0 +1,224 @@
+"""Market gates (扫码交易, 入场查验): markets, gate scans that admit or reject a lot, and trades out of entries.
+
+A gate scan is decided and recorded by one Postgres statement (`tracecode_gate_scan`), so the
+answer is durable before it is sent, the batch's quantity is checked and raised under a row lock
+held only inside Postgres, and a repeated idempotency key returns the first answer and writes
+nothing, whichever worker the repeat reaches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from decimal import Decimal
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from pydantic import Field, StringConstraints
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from codegen.creditcode import is_valid_credit_code
+from codegen.format import CodeType, MalformedCode, parse
+from resolver import queries
+from resolver.auth import Principal, authenticate, forbidden
+from resolver.bodies import Body, Name, OptionalText, Printable, RegionCode, Unit, check_category, read_json
+from resolver.documents import china_today
+from resolver.problems import Problem, invalid
+from resolver.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
+from resolver.responses import ORJSONResponse
+
+logger = logging.getLogger(__name__)
+
+REASON_MESSAGES = {
+    "unknown_code": "追溯码未登记，禁止入场",
+    "malformed_code": "追溯码格式错误，请重新扫码或核对输入",
+    "recalled": "该批次已被召回，禁止入场",
+    "expired": "该批次已过保质期，禁止入场",
+    "inspection_failed": "该批次检测不合格，禁止入场",
+    "no_certificate": "未附承诺达标合格证，禁止入场",
+    "quantity_exceeds_batch": "入场数量超过该批次剩余数量",
+    "not_for_this_market": "本市场不经营该类产品",
+    "unit_mismatch": "计量单位与批次登记不符",
+    "voucher_not_admissible": "入市追溯凭证不能再次入场，请出示流通批次码",
+}
+TRADE_ERRORS = {
+    "unknown_voucher": (422, "入市追溯凭证未登记"),
+    "wrong_market": (403, "该入市凭证不属于本市场"),
+    "quantity_exceeds_entry": (409, "交易数量超过该入场批次的剩余数量"),
+    "unit_mismatch": (422, "计量单位与入场登记不符"),
+}
+
+IdempotencyKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), Printable]
+Quantity = Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=18, decimal_places=3)]
+CategoryName = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class MarketIn(Body):
+    name: Name
+    region_code: RegionCode
+    admitted_categories: Annotated[list[CategoryName], Field(max_length=50)] | None = None
+
+
+class GateScanIn(Body):
+    code: Annotated[str, StringConstraints(max_length=200)]
+    quantity: Quantity
+    unit: Unit
+    idempotency_key: IdempotencyKey
+
+
+class BuyerIn(Body):
+    name: Name
+    credit_code: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)] | None = None
+    contact: OptionalText = ""
+
+
+class TradeIn(Body):
+    voucher_code: Annotated[str, StringConstraints(max_length=200)]
+    buyer: BuyerIn
+    quantity: Quantity
+    unit: Unit
+    idempotency_key: IdempotencyKey
+
+
+def _request_hash(body: Body) -> bytes:
+    return hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _gate_of(principal: Principal) -> tuple[int, str]:
+    if principal.role != "gate":
+        raise forbidden("需要市场入口（gate）令牌")
+    market, _, gate = principal.scope.partition("/")
+    return int(market), gate
+
+
+async def _market_region(request: Request, market_id: int) -> str:
+    """The market's county, which prefixes its vouchers and circulation codes (kept per process: markets never move)."""
+    regions: dict[int, str] = request.app.state.market_regions
+    region = regions.get(market_id)
+    if region is None:
+        region = await request.app.state.pool.fetchval(queries.MARKET_REGION, market_id)
+        if region is None:
+            raise forbidden(f"市场 {market_id} 不存在")
+        regions[market_id] = region
+    return region
+
+
+def _reasons(codes: list[str]) -> list[dict[str, str]]:
+    return [{"code": code, "message": REASON_MESSAGES[code]} for code in codes]
+
+
+async def create_market(request: Request) -> Response:
+    """POST /api/v1/markets (admin)"""
+    principal = await authenticate(request)
+    if not principal.is_admin:
+        raise forbidden("只有管理员可以登记市场")
+    body = await read_json(request, MarketIn)
+    for category in body.admitted_categories or []:
+        try:
+            check_category(category)
+        except ValueError as exc:
+            raise invalid(str(exc), field="admitted_categories") from None
+    pool: asyncpg.Pool = request.app.state.pool
+    region = await pool.fetchrow(queries.REGION, body.region_code)
+    if region is None or region["level"] == 1:
+        raise invalid("region_code must be a county-level GB/T 2260 code", field="region_code")
+    market_id = await pool.fetchval(queries.INSERT_MARKET, body.name, body.region_code, body.admitted_categories)
+    return ORJSONResponse({"id": market_id, **body.model_dump()}, status_code=201)
+
+
+async def gate_scan(request: Request) -> Response:
+    """POST /api/v1/gate/scans (gate token): accept or reject a lot, with every reason that applies."""
+    market_id, gate = _gate_of(await authenticate(request))
+    body = await read_json(request, GateScanIn)
+    try:
+        code = parse(body.code)
+    except MalformedCode:
+        # Decided without I/O, and the same input always gets the same answer: nothing to record.
+        return ORJSONResponse({"decision": "reject", "reasons": _reasons(["malformed_code"]), "voucher_code": None})
+    state = request.app.state
+    try:
+        voucher = await state.issuer.one(state.pool, CodeType.MARKET_ENTRY, await _market_region(request, market_id))
+        row = await state.pool.fetchrow(
+            queries.GATE_SCAN, market_id, gate, body.idempotency_key, _request_hash(body), code, body.quantity,
+            body.unit, voucher, china_today(),
+        )  # fmt: skip
+    except POSTGRES_ERRORS as exc:
+        logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
+        raise store_unavailable() from exc
+    if row["is_conflict"]:
+        raise _key_reused()
+    if row["decision"] == "accept" and not row["is_replay"]:
+        await _refresh_documents(request, row["batch_id"])
+    answer: dict[str, Any] = {
+        "decision": row["decision"],
+        "reasons": _reasons(row["reasons"]),
+        "voucher_code": row["voucher_code"],
+        "replay": row["is_replay"],
+    }
+    return ORJSONResponse(answer)
+
+
+async def create_trade(request: Request) -> Response:
+    """POST /api/v1/trades (gate token of the market, or admin): a buyer takes part of an entry; issues a
+    circulation code (type 2) whose resolve shows the chain back to the producer."""
+    principal = await authenticate(request)
+    market_id = None if principal.is_admin else _gate_of(principal)[0]
+    body = await read_json(request, TradeIn)
+    if body.buyer.credit_code is not None and not is_valid_credit_code(body.buyer.credit_code):
+        raise invalid("not a valid unified social credit code", field="buyer.credit_code")
+    try:
+        voucher = parse(body.voucher_code)
+    except MalformedCode as exc:
+        raise invalid(f"voucher_code: {exc.message}", field="voucher_code") from None
+    state = request.app.state
+    try:
+        region = await state.pool.fetchval(queries.ENTRY_REGION, voucher)
+        if region is None:
+            raise Problem(422, "unknown_voucher", "入市追溯凭证未登记", f"入市追溯凭证 {voucher} 未登记")
+        circulation = await state.issuer.one(state.pool, CodeType.CIRCULATION_BATCH, region)
+        row = await state.pool.fetchrow(
+            queries.TRADE, market_id, voucher, body.idempotency_key, _request_hash(body), body.buyer.name,
+            body.buyer.credit_code, body.buyer.contact, body.quantity, body.unit, circulation,
+        )  # fmt: skip
+    except asyncpg.RaiseError as exc:  # the function refused the trade and wrote nothing
+        status, title = TRADE_ERRORS.get(str(exc), (422, "交易无效"))
+        raise Problem(status, str(exc), title, title) from None
+    except POSTGRES_ERRORS as exc:
+        raise store_unavailable() from exc
+    if row["error"] is not None:
+        status, title = TRADE_ERRORS[row["error"]]
+        raise Problem(status, row["error"], title, title)
+    if row["is_conflict"]:
+        raise _key_reused()
+    if not row["is_replay"]:
+        await _refresh_documents(request, row["batch_id"])
+    code = row["circulation_code"]
+    public_url: str = state.settings.public_url
+    return ORJSONResponse(
+        {"circulation_code": code, "url": f"{public_url}/t/{code}", "replay": row["is_replay"]},
+        status_code=200 if row["is_replay"] else 201,
+    )
+
+
+async def _refresh_documents(request: Request, batch_id: int) -> None:
+    """The batch's chain changed: drop its cached documents. Best effort: the change is committed already."""
+    try:
+        await invalidate_batch(request, batch_id)
+    except Exception as exc:  # Redis down: its cached documents go stale for at most their TTL
+        logger.warning("cached documents of batch %d not invalidated: %r", batch_id, exc)
+
+
+def _key_reused() -> Problem:
+    return Problem(
+        422, "idempotency_key_reused", "幂等键已用于其他请求", "同一 idempotency_key 已用于内容不同的请求，请换用新的键"
+    )
+
+
+ROUTES = [
+    Route("/api/v1/markets", create_market, methods=["POST"]),
+    Route("/api/v1/gate/scans", gate_scan, methods=["POST"]),
+    Route("/api/v1/trades", create_trade, methods=["POST"]),
+]

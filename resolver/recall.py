@@ -1,0 +1,98 @@
+"""Recall (召回): from the moment the call returns, no gate admits the batch and no resolve shows it as active."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import asyncpg
+from pydantic import StringConstraints
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from codegen.format import CodeType
+from resolver import queries
+from resolver.auth import authenticate, forbidden
+from resolver.bodies import Body, Printable, read_json
+from resolver.problems import Problem
+from resolver.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
+from resolver.responses import ORJSONResponse
+
+logger = logging.getLogger(__name__)
+
+INVALIDATION_RETRY_S = 0.5
+INVALIDATION_ATTEMPTS = 240  # two minutes of retries while Redis is away
+
+
+class RecallIn(Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), Printable]
+
+
+async def batch_of(request: Request, text: str) -> asyncpg.Record:
+    """The batch a production batch code (or its long form) names; Problem 404/422 otherwise."""
+    code = canonical_code(text)
+    query = queries.BATCH_BY_TRACE_CODE if len(code) == 20 else queries.BATCH_BY_LONG_CODE
+    if len(code) == 20 and code[0] != str(int(CodeType.PRODUCTION_BATCH)):
+        raise Problem(422, "not_a_batch_code", "不是生产批次码", "请使用生产批次码（首位为1）或国家平台追溯码")
+    row: asyncpg.Record | None = await request.app.state.pool.fetchrow(query, code)
+    if row is None:
+        raise Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记")
+    return row
+
+
+async def recall_batch(request: Request) -> Response:
+    """POST /api/v1/batches/{code}/recall (admin, or regulator of the batch's region)"""
+    principal = await authenticate(request)
+    body = await read_json(request, RecallIn)
+    try:
+        batch = await batch_of(request, request.path_params["code"])
+        if not (principal.is_admin or principal.covers_region(batch["region_code"])):
+            raise forbidden("只能召回本辖区的批次")
+        pool: asyncpg.Pool = request.app.state.pool
+        async with pool.acquire() as conn, conn.transaction():
+            recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
+            if recalled_at is not None:
+                await conn.execute(
+                    queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
+                    {"reason": body.reason},
+                )  # fmt: skip
+    except POSTGRES_ERRORS as exc:
+        raise store_unavailable() from exc
+    is_new = recalled_at is not None
+    invalidated = await _invalidate(request, batch["id"])
+    return ORJSONResponse(
+        {
+            "status": "recalled",
+            "reason": body.reason if is_new else batch["recall_reason"],
+            "recalled_at": recalled_at if is_new else batch["recalled_at"],
+            "already_recalled": not is_new,
+            "caches_invalidated": invalidated,
+        }
+    )
+
+
+async def _invalidate(request: Request, batch_id: int) -> bool:
+    """Drop the cached documents before answering. If Redis cannot be told, resolves go to Postgres meanwhile
+    (the cache is skipped after an error) and a background task keeps trying until Redis is back."""
+    try:
+        await invalidate_batch(request, batch_id)
+        return True
+    except Exception as exc:
+        logger.error("recall of batch %d committed but cached documents not yet invalidated: %r", batch_id, exc)
+
+    async def retry() -> None:
+        for _ in range(INVALIDATION_ATTEMPTS):
+            await asyncio.sleep(INVALIDATION_RETRY_S)
+            try:
+                await invalidate_batch(request, batch_id)
+                return
+            except Exception as exc:  # keep trying: a stale "active" after a recall must not survive
+                logger.warning("recall invalidation of batch %d still failing: %r", batch_id, exc)
+
+    request.app.state.background.spawn(retry())
+    return False
+
+
+ROUTES = [Route("/api/v1/batches/{code}/recall", recall_batch, methods=["POST"])]

@@ -1,0 +1,354 @@
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from codegen.format import compose, is_valid, region_of, type_of
+from resolver.app import create_app
+from resolver.settings import Settings
+from tests.conftest import QueryLog, Service
+from tests.helpers import register_batch, register_producer, serving, subprocess_env
+
+
+async def make_market(service: Service, *, region: str = "630103", categories: list[str] | None = None) -> int:
+    response = await service.client.post(
+        "/api/v1/markets",
+        json={"name": f"西宁海湖农产品批发市场{secrets.token_hex(2)}", "region_code": region,
+              "admitted_categories": categories},
+        headers=service.admin_headers,
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    market_id: int = response.json()["id"]
+    return market_id
+
+
+async def token(service: Service, role: str, scope: str) -> dict[str, str]:
+    response = await service.client.post(
+        "/api/v1/tokens", json={"role": role, "scope": scope}, headers=service.admin_headers
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def scan(
+    service: Service, gate: dict[str, str], code: str, quantity: float = 10, *, key: str | None = None,
+    unit: str = "kg",
+) -> dict[str, Any]:  # fmt: skip
+    response = await service.client.post(
+        "/api/v1/gate/scans",
+        json={"code": code, "quantity": quantity, "unit": unit, "idempotency_key": key or secrets.token_hex(8)},
+        headers=gate,
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def reasons(answer: dict[str, Any]) -> list[str]:
+    return [r["code"] for r in answer["reasons"]]
+
+
+@pytest.fixture
+async def gate(service: Service) -> dict[str, str]:
+    return await token(service, "gate", f"{await make_market(service)}/north-1")
+
+
+async def test_accepted_scan_issues_a_voucher_that_resolves(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+
+    answer = await scan(service, gate, batch["trace_code"], 50)
+
+    assert answer["decision"] == "accept" and answer["reasons"] == []
+    voucher = answer["voucher_code"]
+    assert is_valid(voucher) and type_of(voucher) == 3 and region_of(voucher) == "630103"
+    doc = (await service.client.get(f"/api/v1/codes/{voucher}")).json()
+    assert doc["type"] == "market_entry"
+    assert doc["batch"]["trace_code"] == batch["trace_code"]
+    entry = doc["chain"][-1]
+    assert entry["kind"] == "market_entry" and entry["biz_step"] == "accepting"
+    assert entry["voucher_code"] == voucher and entry["quantity"] == 50 and entry["gate"] == "north-1"
+
+
+async def test_package_label_codes_are_admitted_like_their_batch(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    async with service.app.state.pool.acquire() as conn:
+        (label,) = await service.app.state.issuer.issue(service.app.state.pool, 4, "630121", 1)
+        await conn.execute(
+            "INSERT INTO trace_codes (code, code_type, batch_id) VALUES ($1, 4, $2)", label, batch["batch_id"]
+        )
+
+    assert (await scan(service, gate, label))["decision"] == "accept"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        pytest.param({"inspection": {"result": "fail", "inspected_on": "2026-01-02"}}, ["inspection_failed"],
+                     id="inspection_failed"),
+        pytest.param({"certificate": None}, ["no_certificate"], id="no_certificate"),
+        pytest.param({"produced_on": "2025-01-01", "expires_on": "2025-06-01"}, ["expired"], id="expired"),
+        pytest.param({"certificate": None, "expires_on": "2025-06-01", "produced_on": "2025-01-01"},
+                     ["expired", "no_certificate"], id="several"),
+    ],
+)  # fmt: skip
+async def test_batch_state_reasons(
+    service: Service, gate: dict[str, str], overrides: dict[str, Any], expected: list[str]
+) -> None:
+    batch = await register_batch(service, **overrides)
+
+    answer = await scan(service, gate, batch["trace_code"])
+
+    assert answer["decision"] == "reject" and answer["voucher_code"] is None
+    assert reasons(answer) == expected
+    assert all(r["message"] for r in answer["reasons"])
+
+
+async def test_unknown_malformed_and_voucher_codes_are_rejected(service: Service, gate: dict[str, str]) -> None:
+    accepted = await scan(service, gate, (await register_batch(service))["trace_code"])
+
+    never_issued = compose(1, "630121", secrets.randbelow(10**11))
+    unknown = await scan(service, gate, never_issued)
+    malformed = await scan(service, gate, never_issued[:-1] + str((int(never_issued[-1]) + 1) % 10))
+    voucher = await scan(service, gate, accepted["voucher_code"])
+
+    assert reasons(unknown) == ["unknown_code"] and reasons(malformed) == ["malformed_code"]
+    assert reasons(voucher) == ["voucher_not_admissible"]
+    assert "格式错误" in malformed["reasons"][0]["message"]
+
+
+async def test_market_restriction_and_unit(service: Service) -> None:
+    fish_only = await token(service, "gate", f"{await make_market(service, categories=['cold_water_fish'])}/1")
+    batch = await register_batch(service)  # yak meat
+
+    answer = await scan(service, fish_only, batch["trace_code"], unit="斤")
+
+    assert reasons(answer) == ["not_for_this_market", "unit_mismatch"]
+
+
+async def test_quantity_is_counted_across_gates(service: Service) -> None:
+    market = await make_market(service)
+    north, south = await token(service, "gate", f"{market}/north"), await token(service, "gate", f"{market}/south")
+    batch = await register_batch(service, quantity=100)
+
+    first = await scan(service, north, batch["trace_code"], 60)
+    second = await scan(service, south, batch["trace_code"], 60)
+    third = await scan(service, south, batch["trace_code"], 40)
+
+    assert first["decision"] == "accept"
+    assert reasons(second) == ["quantity_exceeds_batch"]
+    assert third["decision"] == "accept"
+
+
+@pytest.fixture
+async def second_service(settings: Settings) -> AsyncIterator[Service]:
+    """Another instance of the service on the same Postgres and Redis: a different worker."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker-2")
+        async with client:
+            yield Service(app, client, settings, {"Authorization": f"Bearer {settings.admin_token}"}, QueryLog())
+
+
+async def test_exact_admission_under_32_concurrent_scans(
+    service: Service, second_service: Service, gate: dict[str, str]
+) -> None:
+    batch = await register_batch(service, quantity=8)
+    workers = [service, second_service]
+
+    answers = await asyncio.gather(*(scan(workers[i % 2], gate, batch["trace_code"], 1) for i in range(32)))
+
+    assert sum(a["decision"] == "accept" for a in answers) == 8
+    assert all(reasons(a) == ["quantity_exceeds_batch"] for a in answers if a["decision"] == "reject")
+    assert len({a["voucher_code"] for a in answers if a["voucher_code"]}) == 8
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 8
+        assert await conn.fetchval("SELECT count(*) FROM gate_entries WHERE batch_id = $1", batch["batch_id"]) == 8
+
+
+async def test_same_key_same_answer_nothing_written_twice_even_racing(
+    service: Service, second_service: Service, gate: dict[str, str]
+) -> None:
+    batch = await register_batch(service)
+    key = secrets.token_hex(8)
+
+    racing = await asyncio.gather(
+        *(scan(w, gate, batch["trace_code"], 5, key=key) for w in [service, second_service] * 4)
+    )
+    later = await scan(service, gate, batch["trace_code"], 5, key=key)
+
+    assert len({a["voucher_code"] for a in [*racing, later]}) == 1
+    assert sum(not a["replay"] for a in racing) == 1 and later["replay"]
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 5
+        assert await conn.fetchval("SELECT count(*) FROM gate_entries WHERE batch_id = $1", batch["batch_id"]) == 1
+
+
+async def test_same_key_with_other_content_is_refused(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    await scan(service, gate, batch["trace_code"], 5, key="k-1")
+
+    response = await service.client.post(
+        "/api/v1/gate/scans",
+        json={"code": batch["trace_code"], "quantity": 6, "unit": "kg", "idempotency_key": "k-1"},
+        headers=gate,
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+
+
+async def test_scopes(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    producer = await token(service, "producer", await register_producer(service))
+    body = {"code": batch["trace_code"], "quantity": 1, "unit": "kg", "idempotency_key": "x"}
+
+    missing = await service.client.post("/api/v1/gate/scans", json=body)
+    wrong_role = await service.client.post("/api/v1/gate/scans", json=body, headers=producer)
+    no_market = await service.client.post(
+        "/api/v1/tokens", json={"role": "gate", "scope": "999999999/1"}, headers=service.admin_headers
+    )
+    other_county = await token(service, "regulator", "632800")
+    recall = await service.client.post(
+        f"/api/v1/batches/{batch['trace_code']}/recall", json={"reason": "测试"}, headers=other_county
+    )
+
+    assert missing.status_code == 401
+    assert wrong_role.status_code == 403
+    assert no_market.status_code == 422
+    assert recall.status_code == 403
+
+
+async def test_revoked_token_is_refused_at_once(service: Service) -> None:
+    market = await make_market(service)
+    created = await service.client.post(
+        "/api/v1/tokens", json={"role": "gate", "scope": f"{market}/1"}, headers=service.admin_headers
+    )
+    gate = {"Authorization": f"Bearer {created.json()['token']}"}
+    body = {"code": "16301210000000000097", "quantity": 1, "unit": "kg", "idempotency_key": "r"}
+    assert (await service.client.post("/api/v1/gate/scans", json=body, headers=gate)).status_code == 200
+
+    revoked = await service.client.delete(f"/api/v1/tokens/{created.json()['id']}", headers=service.admin_headers)
+    after = await service.client.post("/api/v1/gate/scans", json=body, headers=gate)
+
+    assert revoked.status_code == 204
+    assert after.status_code == 401
+
+
+async def test_recall_takes_effect_for_every_code_of_the_batch(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    voucher = (await scan(service, gate, batch["trace_code"], 10))["voucher_code"]
+    for code in (batch["trace_code"], voucher):  # both documents cached as active
+        assert (await service.client.get(f"/api/v1/codes/{code}")).json()["status"] == "active"
+    regulator = await token(service, "regulator", "630100")  # 西宁市 covers 大通县
+
+    response = await service.client.post(
+        f"/api/v1/batches/{batch['trace_code']}/recall", json={"reason": "兽药残留超标"}, headers=regulator
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["caches_invalidated"] is True
+    for code in (batch["trace_code"], voucher):
+        doc = (await service.client.get(f"/api/v1/codes/{code}")).json()
+        assert doc["status"] == "recalled" and doc["recall"]["reason"] == "兽药残留超标"
+        assert doc["chain"][-1]["kind"] == "recall" and doc["chain"][-1]["disposition"] == "recalled"
+    page = await service.client.get(f"/t/{batch['trace_code']}", headers={"Accept": "text/html"})
+    assert "已被召回" in page.text and "兽药残留超标" in page.text and "status bad" in page.text
+    assert reasons(await scan(service, gate, batch["trace_code"], 1)) == ["recalled"]
+    again = await service.client.post(
+        f"/api/v1/batches/{batch['trace_code']}/recall", json={"reason": "again"}, headers=regulator
+    )
+    assert again.json()["already_recalled"] is True and again.json()["reason"] == "兽药残留超标"
+
+
+async def test_circulation_code_shows_the_chain_back_to_the_producer(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    other = await scan(service, gate, batch["trace_code"], 30)  # a second entry, another branch of the chain
+    voucher = (await scan(service, gate, batch["trace_code"], 100))["voucher_code"]
+    trade_body = {"voucher_code": voucher, "buyer": {"name": "城中区刘记牛羊肉店"}, "quantity": 20, "unit": "kg",
+                  "idempotency_key": "t-1"}  # fmt: skip
+
+    traded = await service.client.post("/api/v1/trades", json=trade_body, headers=gate)
+    replay = await service.client.post("/api/v1/trades", json=trade_body, headers=gate)
+    too_much = await service.client.post(
+        "/api/v1/trades", json={**trade_body, "quantity": 81, "idempotency_key": "t-2"}, headers=gate
+    )
+
+    assert traded.status_code == 201, traded.text
+    assert replay.status_code == 200 and replay.json()["circulation_code"] == traded.json()["circulation_code"]
+    assert too_much.status_code == 409 and too_much.json()["code"] == "quantity_exceeds_entry"
+    code = traded.json()["circulation_code"]
+    assert type_of(code) == 2
+    doc = (await service.client.get(f"/api/v1/codes/{code}")).json()
+    assert doc["type"] == "circulation_batch"
+    assert doc["producer"]["credit_code"] == (await _credit_code(service, batch["batch_id"]))
+    assert [e["kind"] for e in doc["chain"]] == ["inspection", "commissioning", "market_entry", "trade"]
+    times = [dt.datetime.fromisoformat(e["at"]) for e in doc["chain"]]
+    assert times == sorted(times)
+    assert doc["chain"][2]["voucher_code"] == voucher != other["voucher_code"]
+    assert doc["chain"][3]["buyer"] == "城中区刘记牛羊肉店"
+
+
+async def _credit_code(service: Service, batch_id: int) -> str:
+    async with service.app.state.pool.acquire() as conn:
+        code: str = await conn.fetchval(
+            "SELECT p.credit_code FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.id = $1", batch_id
+        )
+    return code
+
+
+async def test_recall_is_seen_by_a_second_server_process_within_one_second(
+    service: Service, settings: Settings
+) -> None:
+    batch = await register_batch(service)
+    env = subprocess_env(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
+                         TRACECODE_SECRET=settings.secret.decode(errors="replace"))  # fmt: skip
+    with serving(env, "--workers", "2") as other:
+        async with httpx.AsyncClient(base_url=other) as client:
+            for _ in range(4):  # warm: cached as active, whichever worker answers
+                assert (await client.get(f"/api/v1/codes/{batch['trace_code']}")).json()["status"] == "active"
+
+            recalled = await service.client.post(
+                f"/api/v1/batches/{batch['trace_code']}/recall", json={"reason": "抽检不合格"},
+                headers=service.admin_headers,
+            )  # fmt: skip
+            returned_at = time.monotonic()
+            statuses = []
+            while time.monotonic() - returned_at < 1.0:
+                statuses.append((await client.get(f"/api/v1/codes/{batch['trace_code']}")).json()["status"])
+
+    assert recalled.status_code == 200
+    assert statuses and set(statuses) == {"recalled"}  # the very first resolve after the call already shows it
+
+
+async def test_scan_counts_survive_a_restart_of_redis_and_of_the_service(settings: Settings) -> None:
+    async def resolve_times(n: int) -> dict[str, Any]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+            async with client:
+                service = Service(
+                    app, client, settings, {"Authorization": f"Bearer {settings.admin_token}"}, QueryLog()
+                )
+                code = codes[0] if codes else (await register_batch(service))["trace_code"]
+                codes.append(code)
+                docs = [(await client.get(f"/api/v1/codes/{code}")).json() for _ in range(n)]
+        scans: dict[str, Any] = docs[-1]["scans"]
+        return scans  # the service has stopped: its last counts are flushed to Postgres
+
+    codes: list[str] = []
+    first = await resolve_times(3)
+    redis = aioredis.Redis.from_url(settings.redis_url or "")
+    await redis.flushdb()  # Redis restarted without its data
+    await redis.aclose()
+    second = await resolve_times(2)
+
+    assert first["count"] == 3
+    assert second["count"] == 5 and second["first_at"] == first["first_at"]
