@@ -18,6 +18,7 @@ EVENT_LABELS = {
     "market_entry": "市场入场",
     "trade": "交易流通",
     "recall": "召回",
+    "labelling": "包装赋码",
 }
 BASIS_LABELS = {"self_test": "自检合格", "commissioned_test": "委托检测合格", "quality_control": "内部质量控制合格"}
 
