@@ -79,7 +79,11 @@ ON CONFLICT (producer_id, name, category) DO UPDATE SET gtin = coalesce(excluded
 RETURNING id
 """
 
-NEXT_BATCH_NUMBER = "UPDATE producers SET batch_count = batch_count + 1 WHERE id = $1 RETURNING batch_count"
+NEXT_BATCH_NUMBER = """
+UPDATE producers SET batch_count = batch_count + 1, last_issued_at = now() WHERE id = $1 RETURNING batch_count
+"""
+
+PRODUCER_ISSUED = "UPDATE producers SET last_issued_at = now() WHERE id = $1"
 
 INSERT_BATCH = """
 INSERT INTO batches (producer_id, product_id, trace_code, long_code, lot, quantity, unit, produced_on, expires_on,
