@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.requests import Request
 
 from codegen.creditcode import is_valid_credit_code
+from codegen.gtin import normalise_gtin
 from resolver.categories import CATEGORIES
 from resolver.problems import Problem
 
@@ -46,16 +47,6 @@ def check_category(value: str) -> str:
     return value
 
 
-def _gtin(value: str) -> str:
-    if len(value) not in (8, 12, 13, 14) or not value.isascii() or not value.isdigit():
-        raise ValueError("a GTIN has 8, 12, 13 or 14 digits")
-    digits = [int(d) for d in value.zfill(14)]
-    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits[:13]))
-    if (10 - total % 10) % 10 != digits[13]:
-        raise ValueError("wrong GTIN check digit")
-    return value.zfill(14)
-
-
 Printable = AfterValidator(_printable)
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Printable]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
@@ -86,7 +77,7 @@ class ProducerIn(Body):
 class ProductIn(Body):
     name: Name
     category: Annotated[str, AfterValidator(check_category)]
-    gtin: Annotated[str, AfterValidator(_gtin)] | None = None
+    gtin: Annotated[str, AfterValidator(normalise_gtin)] | None = None
 
 
 class InspectionItem(Body):
