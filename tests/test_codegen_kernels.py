@@ -60,18 +60,61 @@ def test_block_strings_are_valid_codes(big_block: k.CodeBlock) -> None:
     assert all(is_valid(code) for code in k.block_to_strings(big_block[:20_000]))
 
 
-def test_kernel_walks_cycles_like_the_reference(keys: p.RoundKeys) -> None:
-    # Sequence numbers whose first Feistel pass leaves the domain, found by walking back from outside it.
-    ints = keys.tolist()
+def _walked_seqs(ints: list[int], count: int) -> list[int]:
+    """Sequence numbers whose first Feistel pass leaves the domain, found by walking back from outside it."""
     walked = []
-    for outside in range(p.DOMAIN_SIZE, p.DOMAIN_SIZE + 50):
+    for outside in range(p.DOMAIN_SIZE, p.DOMAIN_SIZE + count):
         seq = p._decrypt(outside, ints)
         while seq >= p.DOMAIN_SIZE:
             seq = p._decrypt(seq, ints)
         walked.append(seq)
-    for seq in walked:
+    return walked
+
+
+def test_kernel_walks_cycles_like_the_reference(keys: p.RoundKeys) -> None:
+    # Single-code blocks of sequence numbers that need cycle walking.
+    ints = keys.tolist()
+    for seq in _walked_seqs(ints, 50):
         assert p._encrypt(seq, ints) >= p.DOMAIN_SIZE
         assert k.block_to_strings(k.issue_block(4, "632223", seq, 1, keys)) == [p.issue_one(SECRET, 4, "632223", seq)]
+
+
+def test_kernel_matches_the_frozen_known_answer() -> None:
+    keys = p.derive_round_keys(SECRET, 4, "110101")
+    assert k.block_to_strings(k.issue_block(4, "110101", 123_456, 1, keys)) == ["41101018477177255769"]
+
+
+@pytest.mark.parametrize("offset", [0, 1, k.CHUNK - 1, k.CHUNK, k.CHUNK + 1])
+def test_walked_codes_inside_a_block_at_chunk_edges(keys: p.RoundKeys, offset: int) -> None:
+    # A code that needs cycle walking at the start, in the middle, and on either side of a chunk boundary.
+    ints = keys.tolist()
+    seq = min(_walked_seqs(ints, 20))
+    start = seq - offset
+    count = 2 * k.CHUNK + 5
+    assert start >= 0
+    expected = [compose(4, "632223", p.permute(s, ints)) for s in range(start, start + count)]
+    assert k.block_to_strings(k.issue_block(4, "632223", start, count, keys)) == expected
+
+
+@pytest.mark.parametrize("count", [1, 2, k.CHUNK - 1, k.CHUNK, k.CHUNK + 1, 3 * k.CHUNK + 7])
+def test_block_sizes_around_the_chunk_size(keys: p.RoundKeys, count: int) -> None:
+    ints = keys.tolist()
+    start = 987_654_321
+    expected = [compose(4, "632223", p.permute(s, ints)) for s in range(start, start + count)]
+    assert k.block_to_strings(k.issue_block(4, "632223", start, count, keys)) == expected
+
+
+@pytest.mark.parametrize(
+    ("code_type", "region"),
+    [(1, "000000"), (2, "999999"), (3, "110101"), (4, "650000"), (1, "090909")],
+)
+def test_every_prefix_is_laid_out_like_the_reference(code_type: int, region: str) -> None:
+    # The type and region are written as precomputed words and the check digits come from a per-block
+    # table: check them for prefixes with extreme digits and different MOD 97 shares.
+    keys = p.derive_round_keys(SECRET, code_type, region)
+    block = k.issue_block(code_type, region, 500, 3000, keys)
+    assert k.block_to_strings(block) == [p.issue_one(SECRET, code_type, region, seq) for seq in range(500, 3500)]
+    assert np.all(_mod97(block) == 1)
 
 
 def test_block_at_the_end_of_the_domain(keys: p.RoundKeys) -> None:
