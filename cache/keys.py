@@ -17,11 +17,13 @@ PLACES_WARNING = 5  # this many distinct client networks in one window flag the 
 
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not hold up a scan: fall back to Postgres after this
 REDIS_RETRY_AFTER_S = 2.0  # after a Redis error, go straight to Postgres for this long
+INVALIDATION_CHANNEL = KEY_PREFIX + "invalidations"  # batch ids whose documents changed, for local tiers
+SCAN_SYNC_INTERVAL_S = 0.25  # how often a worker adds its scans to Redis's counters
 REINVALIDATE_AFTER_S = 1.0  # a second invalidation catches a load that read Postgres before the change
 
 
 def document_key(code: str) -> str:
-    """code -> the resolved JSON document without its scan statistics, ready to send, or NEGATIVE."""
+    """code -> b"{batch id}\n" + the resolved JSON document without its scan statistics, or NEGATIVE."""
     return f"{KEY_PREFIX}doc:{{{code}}}"
 
 

@@ -8,6 +8,7 @@ to Postgres (see resolver.scans).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -16,23 +17,22 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache import keys
+from cache.local import LocalTier, ScanState
 
 logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# One round trip per warm scan: the document, and when it is one, the scan counted and its statistics.
-_LOOKUP = """
-local doc = redis.call('GET', KEYS[1])
-if not doc then return nil end
-if doc == ARGV[4] then return doc end
-local count = redis.call('HINCRBY', KEYS[2], 'count', 1)
-redis.call('HSETNX', KEYS[2], 'first_at', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-local first_at = redis.call('HGET', KEYS[2], 'first_at')
-redis.call('PFADD', KEYS[3], ARGV[2])
-if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
-return {doc, count, first_at, redis.call('PFCOUNT', KEYS[3])}
+# Add one worker's scans of a code since its last sync; answer the code's totals.
+_ADD_SCANS = """
+local count = redis.call('HINCRBY', KEYS[1], 'count', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'first_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if #ARGV > 4 then
+    redis.call('PFADD', KEYS[2], unpack(ARGV, 5))
+    if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+end
+return {count, redis.call('HGET', KEYS[1], 'first_at'), redis.call('PFCOUNT', KEYS[2])}
 """
 
 # Drop every cached document of a batch. Touches keys it reads from the set, so on a Redis Cluster
@@ -41,6 +41,7 @@ _INVALIDATE_BATCH = """
 local codes = redis.call('SMEMBERS', KEYS[1])
 for _, code in ipairs(codes) do redis.call('DEL', ARGV[1] .. '{' .. code .. '}') end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return #codes
 """
 
@@ -59,9 +60,10 @@ class Scans:
 
 
 @dataclass(frozen=True, slots=True)
-class Lookup:
+class Fetched:
     document: bytes  # a document, or keys.NEGATIVE
-    scans: Scans | None
+    batch_id: int  # 0 for NEGATIVE
+    scans: Scans  # Redis's counters of the code as they stand (zero when it has none)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -76,13 +78,13 @@ def _text(value: bytes | str) -> str:
 
 
 class DocumentCache:
-    """Documents and scan counters by code."""
+    """Documents and scan counters by code, in Redis."""
 
-    __slots__ = ("_invalidate_batch", "_lookup", "_redis", "_skip_until", "errors", "hits", "misses")
+    __slots__ = ("_add_scans", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._lookup = client.register_script(_LOOKUP)
+        self._add_scans = client.register_script(_ADD_SCANS)
         self._invalidate_batch = client.register_script(_INVALIDATE_BATCH)
         self._skip_until = 0.0
         self.hits = 0
@@ -96,26 +98,28 @@ class DocumentCache:
     def is_available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    async def lookup(self, code: str, *, place: str, now_iso: str) -> Lookup | None:
-        """The cached document of `code` with this scan counted from `place`; None on a miss or without Redis."""
+    async def fetch(self, code: str) -> Fetched | None:
+        """The cached document of `code` and its scan counters, in one round trip; None on a miss or without Redis."""
         if not self.is_available:
             return None
         try:
-            reply = await self._lookup(
-                keys=[keys.document_key(code), keys.scans_key(code), keys.places_key(code)],
-                args=[now_iso, place, keys.PLACES_WINDOW_S, keys.NEGATIVE, keys.SCANS_TTL_S],
-            )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(keys.document_key(code))
+                pipe.hmget(keys.scans_key(code), "count", "first_at")
+                pipe.pfcount(keys.places_key(code))
+                document, (count, first_at), places = await pipe.execute()
         except REDIS_ERRORS as exc:
-            self._failed("lookup", exc)
+            self._failed("fetch", exc)
             return None
-        if reply is None:
+        if document is None:
             self.misses += 1
             return None
         self.hits += 1
-        if not isinstance(reply, list):
-            return Lookup(keys.NEGATIVE, None)
-        document, count, first_at, places = reply
-        return Lookup(document, Scans(int(count), _text(first_at), int(places)))
+        scans = Scans(int(count or 0), _text(first_at) if first_at else None, int(places))
+        if document == keys.NEGATIVE:
+            return Fetched(keys.NEGATIVE, 0, scans)
+        batch_id, _, document = document.partition(b"\n")
+        return Fetched(document, int(batch_id), scans)
 
     async def fill(self, code: str, document: bytes, *, batch_id: int, ttl_s: int, seed: Scans | None = None) -> None:
         """Cache `document` for `code` (registered under its batch), and seed the scan counter from Postgres."""
@@ -123,7 +127,8 @@ class DocumentCache:
             return
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(keys.document_key(code), document, ex=ttl_s)
+                # The batch id rides in front of the document: a worker's local tier indexes it for invalidation.
+                pipe.set(keys.document_key(code), b"%d\n%s" % (batch_id, document), ex=ttl_s)
                 pipe.sadd(keys.batch_codes_key(batch_id), code)
                 pipe.expire(keys.batch_codes_key(batch_id), keys.SCANS_TTL_S)
                 if seed is not None and seed.count > 0:
@@ -143,11 +148,53 @@ class DocumentCache:
         except REDIS_ERRORS as exc:
             self._failed("set", exc)
 
+    async def add_scans(self, states: dict[str, ScanState]) -> None:
+        """Add each code's pending scans to Redis and refresh the states with the totals, in one round trip.
+
+        Raises on a Redis error, leaving the states pending for the next try.
+        """
+        sent = [(code, state, state.pending, list(state.pending_places)) for code, state in states.items()]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for code, state, pending, places in sent:
+                await self._add_scans(
+                    keys=[keys.scans_key(code), keys.places_key(code)],
+                    args=[pending, state.first_at or "", keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, *places],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        for (_, state, pending, places), (count, first_at, distinct) in zip(sent, replies, strict=True):
+            state.count = int(count)  # includes the scans just sent and every other worker's
+            state.pending -= pending  # scans that arrived during the round trip stay pending
+            state.first_at = _text(first_at)
+            state.places = int(distinct)
+            state.pending_places.difference_update(places)
+
     async def invalidate_batch(self, batch_id: int) -> int:
-        """Drop every cached document of the batch; raises on a Redis error, since the caller changed data."""
+        """Drop every cached document of the batch in Redis and tell every worker's local tier; raises on a
+        Redis error, since the caller changed data and must know."""
         prefix = keys.document_key("")[: -len("{}")]
-        dropped = await self._invalidate_batch(keys=[keys.batch_codes_key(batch_id)], args=[prefix])
+        dropped = await self._invalidate_batch(
+            keys=[keys.batch_codes_key(batch_id)], args=[prefix, keys.INVALIDATION_CHANNEL, batch_id]
+        )
         return int(dropped)
+
+    async def listen_for_invalidations(self, tier: LocalTier) -> None:
+        """Drop the local documents of every batch announced as changed. The tier is on only while subscribed:
+        a message missed while the connection is down would leave a stale document."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
+                    tier.is_enabled = True
+                    logger.info("local document tier on: subscribed to invalidations")
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            tier.drop_batch(int(message["data"]))
+            except REDIS_ERRORS as exc:
+                logger.warning("invalidation channel lost, local tier off until resubscribed: %r", exc)
+            finally:
+                tier.disable()
+            await asyncio.sleep(keys.REDIS_RETRY_AFTER_S)
 
     async def forget(self, codes: list[str]) -> None:
         """Drop the entries of `codes` where Redis can be reached; a stale negative entry expires on its own."""

@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from resolver import db, gate, gs1, labels, problems, recall, registry, resolve
 from resolver.issuer import CodeIssuer
 from resolver.responses import ORJSONResponse
-from resolver.scans import ScanLedger
+from resolver.scans import ScanCounter
 from resolver.settings import Settings
 from resolver.tasks import Background
 from schema.migrate import ensure_event_partitions
@@ -77,16 +78,20 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         if not await cache.ping():
             logger.warning("redis at start-up does not answer: serving from postgres until it does")
         background = Background()
-        ledger = ScanLedger(pool, cache)
+        local = LocalTier(settings.local_cache_size)
+        counter = ScanCounter(pool, cache)
         app.state.pool = pool
         app.state.cache = cache
+        app.state.local = local
         app.state.redis = redis
         app.state.background = background
         app.state.issuer = CodeIssuer(settings.secret)
         app.state.market_regions = {}
-        app.state.resolver = resolve.Resolver(pool, cache, ledger, public_url=settings.public_url)
+        app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
         background.spawn(_keep_event_partitions(pool))
-        background.spawn(ledger.run())
+        background.spawn(counter.run())
+        if settings.local_cache_size:
+            background.spawn(cache.listen_for_invalidations(local))
         try:
             yield
         finally:

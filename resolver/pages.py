@@ -6,7 +6,9 @@ import datetime as dt
 from typing import Any
 
 import jinja2
+import markupsafe
 
+from cache.store import Scans
 from codegen.format import CodeType
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
 from resolver.documents import CHINA_TZ
@@ -40,10 +42,26 @@ _code_page = _env.get_template("code.html")
 _problem_page = _env.get_template("problem.html")
 
 
+SCANS_MARKER = "<!--tracecode:scans-->"
+_SCANS_WARNING = (
+    '<div class="status warn" role="alert">⚠ 该追溯码短时间内在多个地点被扫描，可能被复制，'
+    "请注意辨别真伪，可向当地农业农村部门咨询。</div>"
+)
+
+
+def with_scans(page: str, scans: Scans) -> str:
+    """The rendered page with this request's scan statistics in place of SCANS_MARKER."""
+    first = f"，首次查询于 {_datetime(scans.first_at)}" if scans.first_at else ""
+    line = f'<p class="muted">本追溯码已被查询 {scans.count} 次{first}。若首次查询并非您本人，请注意辨别。</p>'
+    return page.replace(SCANS_MARKER, (_SCANS_WARNING if scans.is_suspicious else "") + line, 1)
+
+
 def render_document(document: dict[str, Any]) -> str:
+    """The consumer page of a document, with SCANS_MARKER where the scan statistics go (see with_scans)."""
     certificate = document.get("certificate") or {}
     return _code_page.render(
         d=document,
+        scans_marker=markupsafe.Markup(SCANS_MARKER),
         type_label=CodeType.from_api_name(document["type"]).label,
         kind_label=PRODUCER_KIND_LABELS.get(document["producer"]["kind"], ""),
         basis_label=BASIS_LABELS.get(certificate.get("basis", ""), ""),

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from cache import keys
+from cache.local import Entry, LocalTier
 from cache.singleflight import SingleFlight
 from cache.store import DocumentCache, Scans
 from codegen.format import MalformedCode, parse
@@ -24,7 +26,7 @@ from codegen.longform import parse_long
 from resolver import pages, queries
 from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
 from resolver.problems import Problem
-from resolver.scans import ScanLedger
+from resolver.scans import ScanCounter
 
 logger = logging.getLogger(__name__)
 
@@ -33,40 +35,54 @@ POSTGRES_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceEr
 
 
 class Resolver:
-    """Resolves codes to document bytes through the cache, loading each cold code once per process."""
+    """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold code once per worker)."""
 
-    __slots__ = ("_cache", "_flight", "_pool", "_public_url", "ledger", "postgres_loads")
+    __slots__ = ("_cache", "_flight", "_local", "_pool", "_public_url", "counter", "postgres_loads")
 
-    def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, ledger: ScanLedger, *, public_url: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier, counter: ScanCounter, *, public_url: str
+    ) -> None:
         self._pool = pool
         self._cache = cache
-        self._flight: SingleFlight[tuple[bytes, Scans] | None] = SingleFlight()
+        self._local = local
+        self._flight: SingleFlight[Loaded | None] = SingleFlight()
         self._public_url = public_url
-        self.ledger = ledger
+        self.counter = counter
         self.postgres_loads = 0
 
     def __repr__(self) -> str:
-        return f"Resolver(postgres_loads={self.postgres_loads}, cache={self._cache!r})"
+        return f"Resolver(local={self._local!r}, cache={self._cache!r}, postgres_loads={self.postgres_loads})"
+
+    async def resolve(self, code: str, *, place: str) -> tuple[Entry, Scans]:
+        """The cached entry of a canonical code and its scans with this one counted; Problem 404 if never issued."""
+        entry = self._local.get(code)
+        if entry is not None and self.counter.is_known(code):
+            return entry, self.counter.count(code, place)
+        fetched = await self._cache.fetch(code)
+        if fetched is not None:
+            if fetched.document == keys.NEGATIVE:
+                raise _unknown(code)
+            entry = self._local.put(code, fetched.document, fetched.batch_id)
+            return entry, self.counter.count(code, place, fetched.scans)
+        loaded = await self._flight.do(code, lambda: self._load(code))
+        if loaded is None:
+            raise _unknown(code)
+        entry = self._local.put(code, loaded.document, loaded.batch_id)
+        return entry, self.counter.count(code, place, loaded.scans)
 
     async def document(self, code: str, *, place: str) -> bytes:
-        """The document of a canonical code with its scan statistics, this scan counted; Problem 404 if never issued."""
-        now_iso = dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
-        found = await self._cache.lookup(code, place=place, now_iso=now_iso)
-        if found is None:
-            loaded = await self._flight.do(code, lambda: self._load(code))
-            if loaded is None:
-                raise _unknown(code)
-            # Count this scan through the cache now that it holds the document; without Redis, show Postgres's count.
-            found = await self._cache.lookup(code, place=place, now_iso=now_iso)
-            if found is None:
-                body, scans = loaded
-                return with_scans(body, scans)
-        if found.document == keys.NEGATIVE or found.scans is None:
-            raise _unknown(code)
-        self.ledger.touched(code)
-        return with_scans(found.document, found.scans)
+        """The JSON document with its scan statistics."""
+        entry, scans = await self.resolve(code, place=place)
+        return with_scans(entry.document, scans)
 
-    async def _load(self, code: str) -> tuple[bytes, Scans] | None:
+    async def page(self, code: str, *, place: str) -> str:
+        """The consumer page: rendered once per cached document, the scan statistics filled in per request."""
+        entry, scans = await self.resolve(code, place=place)
+        if entry.page is None:
+            entry.page = pages.render_document(orjson.loads(entry.document))
+        return pages.with_scans(entry.page, scans)
+
+    async def _load(self, code: str) -> Loaded | None:
         self.postgres_loads += 1
         query = queries.DOCUMENT_BY_CODE if len(code) == 20 else queries.DOCUMENT_BY_LONG_CODE
         try:
@@ -82,7 +98,14 @@ class Resolver:
         first_at = row["scan_first_at"]
         seed = Scans(row["scan_count"] or 0, first_at.astimezone(CHINA_TZ).isoformat() if first_at else None)
         await self._cache.fill(code, body, batch_id=row["batch_id"], ttl_s=cache_ttl_s(row, now.date(), now), seed=seed)
-        return body, seed
+        return Loaded(body, row["batch_id"], seed)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    document: bytes
+    batch_id: int
+    scans: Scans
 
 
 def with_scans(document: bytes, scans: Scans) -> bytes:
@@ -146,16 +169,17 @@ async def code_page(request: Request) -> Response:
         return await code_document(request)
     try:
         code = canonical_code(request.path_params["code"])
-        body = await request.app.state.resolver.document(code, place=client_place(request))
+        page = await request.app.state.resolver.page(code, place=client_place(request))
     except Problem as problem:
         return HTMLResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
-    return HTMLResponse(pages.render_document(orjson.loads(body)))
+    return HTMLResponse(page)
 
 
 async def invalidate_batch(request: Request, batch_id: int) -> None:
     """Drop the batch's cached documents now and once more a moment later (a load in flight may have read the
     old state before the change committed). Raises when Redis cannot be told: the caller decides."""
     cache: DocumentCache = request.app.state.cache
+    request.app.state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
     await cache.invalidate_batch(batch_id)
 
     async def again() -> None:

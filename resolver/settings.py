@@ -10,6 +10,7 @@ from pathlib import Path
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_CODE_PARTITIONS = 16
+DEFAULT_LOCAL_CACHE_SIZE = 20_000  # documents per worker in the in-process tier; 0 turns the tier off
 DEV_SECRET = "tracecode-development-secret-do-not-use-in-production"
 
 
@@ -31,6 +32,7 @@ class Settings:
     data_dir: Path = Path(".data")
     public_url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
     code_partitions: int = DEFAULT_CODE_PARTITIONS
+    local_cache_size: int = DEFAULT_LOCAL_CACHE_SIZE
     is_dev_secret: bool = True
 
     @classmethod
@@ -46,6 +48,9 @@ class Settings:
             raise SettingsError(f"TRACECODE_CODE_PARTITIONS must be an integer, got {partitions_text!r}") from None
         if not 1 <= partitions <= 1024:
             raise SettingsError(f"TRACECODE_CODE_PARTITIONS must be between 1 and 1024, got {partitions}")
+        local_text = env.get("TRACECODE_LOCAL_CACHE", str(DEFAULT_LOCAL_CACHE_SIZE))
+        if not local_text.isdigit():
+            raise SettingsError(f"TRACECODE_LOCAL_CACHE must be a number of documents (0: off), got {local_text!r}")
         public_url = (env.get("TRACECODE_PUBLIC_URL") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise SettingsError(f"TRACECODE_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
@@ -57,5 +62,6 @@ class Settings:
             data_dir=Path(env.get("TRACECODE_DATA_DIR") or ".data").resolve(),
             public_url=public_url,
             code_partitions=partitions,
+            local_cache_size=int(local_text),
             is_dev_secret=secret is None,
         )

@@ -162,3 +162,13 @@ def random_credit_code(region: str = "630121") -> str:
     """A valid unified social credit code (registration kind 93: farmers' cooperative) no other test uses."""
     tail = "".join(secrets.choice(CREDIT_ALPHABET) for _ in range(9))
     return make_credit_code("93" + region + tail)
+
+
+@pytest.fixture
+async def second_service(settings: Settings) -> AsyncIterator[Service]:
+    """Another instance of the service on the same Postgres and Redis: a different worker."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker-2")
+        async with client:
+            yield Service(app, client, settings, {"Authorization": f"Bearer {settings.admin_token}"}, QueryLog())

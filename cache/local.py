@@ -1,0 +1,101 @@
+"""The in-process tier in front of Redis: recently resolved documents of this worker, and its scan counts.
+
+Documents are dropped on the invalidation messages that every change publishes (see
+`cache.store.DocumentCache.invalidate_batch`), and after LOCAL_TTL_S in any case. While this
+worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because
+it could miss a message: every scan then goes to Redis.
+
+Scans are counted here and added to Redis's counters by `DocumentCache.sync_scans` a few times a
+second, so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
+this worker's scans since.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+LOCAL_CAPACITY = 20_000  # documents per worker: about 40 MB at 2 KB each
+LOCAL_TTL_S = 60.0  # a safety net only: changes reach the tier through invalidation messages
+
+
+@dataclass(slots=True)
+class ScanState:
+    """One code's counter in this worker: Redis's figures at the last sync and what was added since."""
+
+    count: int  # at the last sync
+    first_at: str | None
+    places: int  # distinct networks in the current window, at the last sync
+    pending: int = 0
+    pending_places: set[str] = field(default_factory=set)
+
+    @property
+    def shown_count(self) -> int:
+        return self.count + self.pending
+
+
+@dataclass(slots=True)
+class Entry:
+    document: bytes
+    batch_id: int
+    expires_at: float
+    page: str | None = None  # the rendered consumer page, made on first request
+
+
+class LocalTier:
+    """Documents by code, least recently used dropped first, with an index by batch for invalidation."""
+
+    __slots__ = ("_batches", "_capacity", "_entries", "hits", "is_enabled", "misses")
+
+    def __init__(self, capacity: int = LOCAL_CAPACITY) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._batches: dict[int, set[str]] = {}
+        self.is_enabled = False
+        self.hits = 0
+        self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"LocalTier(enabled={self.is_enabled}, size={len(self._entries)}, hits={self.hits})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, code: str) -> Entry | None:
+        entry = self._entries.get(code)
+        if entry is None or entry.expires_at < time.monotonic():
+            self.misses += 1
+            return None
+        self._entries.move_to_end(code)
+        self.hits += 1
+        return entry
+
+    def put(self, code: str, document: bytes, batch_id: int) -> Entry:
+        entry = Entry(document, batch_id, time.monotonic() + LOCAL_TTL_S)
+        if not self.is_enabled or self._capacity == 0:
+            return entry
+        self._entries[code] = entry
+        self._entries.move_to_end(code)
+        self._batches.setdefault(batch_id, set()).add(code)
+        while len(self._entries) > self._capacity:
+            old_code, old = self._entries.popitem(last=False)
+            self._unindex(old_code, old.batch_id)
+        return entry
+
+    def drop_batch(self, batch_id: int) -> None:
+        for code in self._batches.pop(batch_id, ()):
+            self._entries.pop(code, None)
+
+    def disable(self) -> None:
+        """Off and empty: used while invalidation messages might be missed."""
+        self.is_enabled = False
+        self._entries.clear()
+        self._batches.clear()
+
+    def _unindex(self, code: str, batch_id: int) -> None:
+        codes = self._batches.get(batch_id)
+        if codes is not None:
+            codes.discard(code)
+            if not codes:
+                del self._batches[batch_id]
