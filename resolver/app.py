@@ -19,6 +19,7 @@ from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from resolver import db, gate, gs1, labels, problems, recall, registry, resolve
 from resolver.issuer import CodeIssuer
+from resolver.ratelimit import Limiter
 from resolver.responses import ORJSONResponse
 from resolver.scans import ScanCounter
 from resolver.settings import Settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.background = background
         app.state.issuer = CodeIssuer(settings.secret)
         app.state.market_regions = {}
+        app.state.limiter = Limiter()
         app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
         background.spawn(_keep_event_partitions(pool))
         background.spawn(counter.run())

@@ -10,7 +10,9 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -26,11 +28,13 @@ from codegen.longform import parse_long
 from resolver import pages, queries
 from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
 from resolver.problems import Problem
+from resolver.ratelimit import Limiter
 from resolver.scans import ScanCounter
 
 logger = logging.getLogger(__name__)
 
 POSTGRES_RETRY_AFTER_S = 5
+T = TypeVar("T")
 POSTGRES_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -156,10 +160,29 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+async def _limited(request: Request, place: str, answer: Callable[[str], Awaitable[T]]) -> T:
+    """Run `answer(code)` for the path's code, counting a malformed or unknown code against the client's limit."""
+    limiter: Limiter = request.app.state.limiter
+    retry_after = limiter.retry_after_s(place)
+    if retry_after:
+        raise Problem(
+            429, "too_many_requests", "请求过于频繁", "查询未登记追溯码过多，请稍后再试",
+            headers={"Retry-After": str(retry_after)},
+        )  # fmt: skip
+    try:
+        result = await answer(canonical_code(request.path_params["code"]))
+    except Problem as problem:
+        limiter.record(place, is_bad=problem.status in (400, 404))
+        raise
+    limiter.record(place, is_bad=False)
+    return result
+
+
 async def code_document(request: Request) -> Response:
     """GET /api/v1/codes/{code}"""
-    code = canonical_code(request.path_params["code"])
-    body = await request.app.state.resolver.document(code, place=client_place(request))
+    place = client_place(request)
+    resolver: Resolver = request.app.state.resolver
+    body = await _limited(request, place, lambda code: resolver.document(code, place=place))
     return Response(body, media_type="application/json")
 
 
@@ -167,9 +190,10 @@ async def code_page(request: Request) -> Response:
     """GET /t/{code}: the consumer page, or the document for `Accept: application/json`."""
     if _wants_json(request):
         return await code_document(request)
+    place = client_place(request)
+    resolver: Resolver = request.app.state.resolver
     try:
-        code = canonical_code(request.path_params["code"])
-        page = await request.app.state.resolver.page(code, place=client_place(request))
+        page = await _limited(request, place, lambda code: resolver.page(code, place=place))
     except Problem as problem:
         return HTMLResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
     return HTMLResponse(page)
