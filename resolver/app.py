@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
-from resolver import db, gate, gs1, labels, problems, recall, registry, resolve
+from resolver import db, gate, gs1, labels, metrics, problems, recall, registry, resolve
 from resolver.issuer import CodeIssuer
 from resolver.ratelimit import Limiter
 from resolver.responses import ORJSONResponse
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError("create_app needs database_url and redis_url; the command line starts embedded ones")
     database_url, redis_url = settings.database_url, settings.redis_url
+    app_metrics = metrics.Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,6 +94,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
         background.spawn(_keep_event_partitions(pool))
         background.spawn(counter.run())
+        background.spawn(metrics.publish(app.state.metrics, redis, app.state))
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))
         try:
@@ -105,6 +108,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         routes=[
             Route("/livez", livez),
             Route("/healthz", healthz),
+            Route("/metrics", metrics.metrics_route),
             Route("/t/{code:path}", resolve.code_page),
             Route("/api/v1/codes/{code:path}", resolve.code_document),
             *registry.ROUTES,
@@ -118,9 +122,11 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             HTTPException: problems.handle_http_exception,
             Exception: problems.handle_unexpected,
         },
+        middleware=[Middleware(metrics.MetricsMiddleware, metrics=app_metrics)],
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = app_metrics
     return app
 
 

@@ -41,7 +41,7 @@ POSTGRES_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceEr
 class Resolver:
     """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold code once per worker)."""
 
-    __slots__ = ("_cache", "_flight", "_local", "_pool", "_public_url", "counter", "postgres_loads")
+    __slots__ = ("_cache", "_flight", "_local", "_pool", "_public_url", "counter", "postgres_errors", "postgres_loads")
 
     def __init__(
         self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier, counter: ScanCounter, *, public_url: str
@@ -53,6 +53,7 @@ class Resolver:
         self._public_url = public_url
         self.counter = counter
         self.postgres_loads = 0
+        self.postgres_errors = 0
 
     def __repr__(self) -> str:
         return f"Resolver(local={self._local!r}, cache={self._cache!r}, postgres_loads={self.postgres_loads})"
@@ -92,6 +93,7 @@ class Resolver:
         try:
             row = await self._pool.fetchrow(query, code)
         except POSTGRES_ERRORS as exc:
+            self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)
             raise store_unavailable() from exc
         if row is None:
