@@ -120,6 +120,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         exception_handlers={
             problems.Problem: problems.handle_problem,
             HTTPException: problems.handle_http_exception,
+            **dict.fromkeys(resolve.POSTGRES_ERRORS, problems.handle_store_unavailable),
             Exception: problems.handle_unexpected,
         },
         middleware=[Middleware(metrics.MetricsMiddleware, metrics=app_metrics)],

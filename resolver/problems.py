@@ -82,6 +82,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return Problem(exc.status_code, code, title, str(exc.detail), headers=exc.headers).to_response()
 
 
+async def handle_store_unavailable(request: Request, exc: Exception) -> Response:
+    """Postgres is away: 503 with Retry-After on every route, never a 500 (the write was not made)."""
+    logger.warning("postgres unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return Problem(
+        503, "store_unavailable", "服务暂不可用", "数据库暂时不可用，请稍后重试", headers={"Retry-After": "5"}
+    ).to_response()
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return Problem(500, "internal_error", "服务器内部错误", "请稍后再试").to_response()

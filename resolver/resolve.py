@@ -35,7 +35,16 @@ logger = logging.getLogger(__name__)
 
 POSTGRES_RETRY_AFTER_S = 5
 T = TypeVar("T")
-POSTGRES_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError)
+# Postgres is away (down, restarting, shutting down, out of connections) rather than refusing the request.
+POSTGRES_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut in the middle of an operation (seen when Postgres stops)
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 
 
 class Resolver:
