@@ -18,7 +18,22 @@ from starlette.routing import Route
 
 from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
-from resolver import db, gate, gs1, labels, metrics, problems, recall, registry, resolve
+from resolver import (
+    catalog,
+    db,
+    export,
+    gate,
+    gs1,
+    hooks,
+    imports,
+    labels,
+    metrics,
+    problems,
+    recall,
+    regions_page,
+    registry,
+    resolve,
+)
 from resolver.issuer import CodeIssuer
 from resolver.ratelimit import Limiter
 from resolver.responses import ORJSONResponse
@@ -116,6 +131,11 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *recall.ROUTES,
             *labels.ROUTES,
             *gs1.ROUTES,
+            *hooks.ROUTES,
+            *catalog.ROUTES,
+            *imports.ROUTES,
+            *export.ROUTES,
+            *regions_page.ROUTES,
         ],
         exception_handlers={
             problems.Problem: problems.handle_problem,
