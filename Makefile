@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench lock clean
+.PHONY: install run test lint browser bench lock clean
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,25 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
 
+# Headless Chromium (and CJK fonts) for the region page's browser test, from Debian's packages when
+# missing and we may install them; without it that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -qq chromium fonts-noto-cjk >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium fonts-noto-cjk >/dev/null 2>&1; }; }; } || \
+		echo "chromium is not installed and cannot be installed here: the browser test will be skipped"
+
+# The resolve benchmark; options through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--workers 1 --rounds 1"`.
+# wrk drives the load: installed from Debian's packages when missing and we may, else a Python generator does.
 bench: install
-	$(BIN)/python bench/resolve.py
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } || \
+		echo "wrk is not installed and cannot be installed here: bench/resolve.py uses its Python load generator"
+	$(BIN)/python bench/resolve.py $(BENCH_ARGS)
 
 # Re-pin every dependency (needs uv, installed into the venv by `make install`).
 lock: install

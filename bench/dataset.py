@@ -1,0 +1,214 @@
+"""The benchmark's own data: a fresh database with one producer, one batch and many package codes.
+
+`bench_dataset()` finds Postgres and Redis the way the product does (DATABASE_URL and REDIS_URL,
+else the usual local ports, else embedded servers it starts), creates a database of its own,
+migrates it, registers a producer and a batch through the Python API, and copies `code_count`
+package codes (type 4) of that batch straight into trace_codes, so that a cold run can ask for
+each code exactly once. Redis database BENCH_REDIS_DB is flushed before and after. The database
+is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from codegen.creditcode import ALPHABET, make_credit_code
+from codegen.format import CodeType, parse
+from resolver import db, queries
+from resolver.bodies import BatchIn
+from resolver.documents import CHINA_TZ
+from resolver.embedded import ensure_services
+from resolver.issuer import CodeIssuer
+from resolver.registry import add_batch
+from resolver.settings import Settings
+from schema.migrate import migrate
+
+logger = logging.getLogger(__name__)
+
+BENCH_REDIS_DB = 8  # the benchmark flushes this Redis database only (the tests use 9)
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+PORT_PROBE_TIMEOUT_S = 0.5
+REGION = "630121"  # 大通回族土族自治县, Xining: the demo's yak county
+CODE_PARTITIONS = 16
+CODE_COLUMNS = ("code", "code_type", "batch_id", "created_at")
+PRODUCT_NAME = "大通牦牛肉"
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """What the phases ask for; the database and Redis URLs are the server's settings."""
+
+    database_url: str
+    redis_url: str
+    database_name: str
+    secret: str
+    batch_code: str  # the production batch code (type 1)
+    package_codes: list[str]  # type 4, none resolved yet
+
+    @property
+    def warm_code(self) -> str:
+        """The package code that the warm phases ask for over and over (the cold phases never do)."""
+        return self.package_codes[0]
+
+    @property
+    def cold_codes(self) -> list[str]:
+        return self.package_codes[1:]
+
+    @property
+    def malformed_code(self) -> str:
+        """The warm code with its check digits off by one: well-formed length, wrong check."""
+        code = self.warm_code
+        return code[:18] + f"{(int(code[18:]) + 1) % 100:02d}"
+
+
+def _is_listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PORT_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def _with_redis_db(url: str, number: int) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("db="))
+        return urlunsplit(parts._replace(query=f"{query}&db={number}".lstrip("&")))
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+def _random_credit_code() -> str:
+    return make_credit_code("93" + REGION + "".join(secrets.choice(ALPHABET) for _ in range(9)))
+
+
+def _batch_body(credit_code: str, today: dt.date) -> BatchIn:
+    """A batch like the demo's yak meat, with inspection and certificate: a document of the real size."""
+
+    def days_ago(n: int) -> str:
+        return (today - dt.timedelta(days=n)).isoformat()
+
+    return BatchIn.model_validate(
+        {
+            "producer_credit_code": credit_code,
+            "product": {"name": PRODUCT_NAME, "category": "yak"},
+            "lot": f"BENCH-YAK-{secrets.token_hex(3).upper()}",
+            "quantity": 1200,
+            "unit": "kg",
+            "produced_on": days_ago(6),
+            "expires_on": (today + dt.timedelta(days=180)).isoformat(),
+            "origin": "大通县宝库乡",
+            "inspection": {
+                "result": "pass",
+                "method": "快速检测",
+                "agency": "县农产品质量安全检测站",
+                "items": ["克伦特罗", "莱克多巴胺", "沙丁胺醇"],
+                "inspected_on": days_ago(5),
+            },
+            "certificate": {"kind": "承诺达标合格证", "basis": "self_test", "issued_on": days_ago(4)},
+        }
+    )
+
+
+async def _seed(pool: asyncpg.Pool, issuer: CodeIssuer, code_count: int) -> tuple[str, list[str]]:
+    """Register the producer and batch, copy `code_count` package codes of it; (batch code, package codes)."""
+    today = dt.datetime.now(CHINA_TZ).date()
+    credit_code = _random_credit_code()
+    name = "大通县高原牦牛养殖专业合作社（压测）"
+    await pool.execute(queries.INSERT_PRODUCER, credit_code, name, "cooperative", REGION, "0971-2721001")
+    producer = await pool.fetchrow(queries.PRODUCER_BY_CREDIT_CODE, credit_code)
+    assert producer is not None
+    issued = await add_batch(pool, issuer, producer, _batch_body(credit_code, today))
+    await pool.execute(
+        queries.DEMO_CERTIFICATION, "green", f"LB-BENCH-{secrets.token_hex(4)}", producer["id"],
+        today - dt.timedelta(days=200), today + dt.timedelta(days=900),
+    )  # fmt: skip
+    codes = await issuer.issue(pool, CodeType.PACKAGE, REGION, code_count)
+    now = dt.datetime.now(CHINA_TZ)
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "trace_codes",
+            records=((code, int(CodeType.PACKAGE), issued.batch_id, now) for code in codes),
+            columns=CODE_COLUMNS,
+        )
+        await conn.execute("ANALYZE trace_codes")
+    assert parse(codes[0]) == codes[0]
+    return issued.trace_code, codes
+
+
+async def _flush(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+def _service_urls() -> tuple[str | None, str | None]:
+    """The configured URLs, else the local servers on their usual ports, else None (start an embedded one)."""
+    database_url = os.environ.get("DATABASE_URL") or None
+    if database_url is None and _is_listening("127.0.0.1", 5432):
+        database_url = LOCAL_DATABASE_URL
+    redis_url = os.environ.get("REDIS_URL") or None
+    if redis_url is None and _is_listening("127.0.0.1", 6379):
+        redis_url = LOCAL_REDIS_URL
+    return database_url, redis_url
+
+
+@asynccontextmanager
+async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
+    """A migrated, seeded database of its own and a flushed Redis database, both removed afterwards."""
+    settings = Settings.from_env()
+    database_url, redis_url = _service_urls()
+    admin_url, server_redis_url, embedded = await asyncio.to_thread(
+        ensure_services, settings.data_dir, database_url, redis_url
+    )
+    name = f"tracecode_bench_{secrets.token_hex(4)}"
+    redis_url = _with_redis_db(server_redis_url, BENCH_REDIS_DB)
+    secret = secrets.token_urlsafe(32)
+    try:
+        admin = await db.connect(admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        url = _with_database(admin_url, name)
+        try:
+            conn = await db.connect(url)
+            try:
+                await migrate(conn, code_partitions=CODE_PARTITIONS)
+            finally:
+                await conn.close()
+            pool = await db.create_pool(url, min_size=1, max_size=2)
+            try:
+                batch_code, codes = await _seed(pool, CodeIssuer(secret.encode()), code_count)
+            finally:
+                await pool.close()
+            await _flush(redis_url)
+            yield Dataset(url, redis_url, name, secret, batch_code, codes)
+        finally:
+            await _flush(redis_url)
+            admin = await db.connect(admin_url)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)

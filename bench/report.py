@@ -1,0 +1,89 @@
+"""Printing results: plain text tables, the machine they were measured on, and their JSON form."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from phases import Measurement, median_measurement
+
+OUT_DIR = Path(__file__).with_name("out")  # gitignored
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table, the first column left-aligned and the rest right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def spread(runs: Sequence[Measurement]) -> str:
+    """min-max of requests per second over repeated runs, e.g. "4810-5230"; "" for one run."""
+    if len(runs) < 2:
+        return ""
+    values = [m.load.rps for m in runs]
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def describe_machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    return (
+        f"machine: {os.cpu_count()} cores, load average {load}; Python {platform.python_version()}; "
+        f"granian {_version('granian')}, uvicorn {_version('uvicorn')}, uvloop {_version('uvloop')}, "
+        f"httptools {_version('httptools')}, starlette {_version('starlette')}, redis-py {_version('redis')}"
+    )
+
+
+def accounting_table(labelled: Sequence[tuple[str, Measurement]]) -> str:
+    """Where the CPU went in each run (cores kept busy), the server's CPU per request, and what Redis saw."""
+    rows = []
+    for label, m in labelled:
+        cpu = m.cpu
+        server_us = cpu.group_s / m.load.requests * 1e6 if m.load.requests else 0.0
+        rows.append(
+            [
+                label,
+                f"{m.cores(cpu.group_s):.2f}",
+                f"{server_us:.0f}",
+                f"{m.cores(cpu.children_s):.2f}",
+                f"{m.cores(cpu.postgres_s):.2f}",
+                f"{m.cores(cpu.redis_s):.2f}",
+                f"{m.cores(m.other_cpu_s):.2f}",
+                f"{m.redis.hits:,}",
+                f"{m.redis.misses:,}",
+                f"{m.redis.keys:,}",
+            ]
+        )
+    headers = ["run", "server", "us/req", "generator", "postgres", "redis", "other", "hits", "misses", "keys+"]
+    return table(headers, rows)
+
+
+def medians(by_name: dict[str, list[Measurement]]) -> list[tuple[str, Measurement]]:
+    return [(name, median_measurement(runs)) for name, runs in by_name.items() if runs]
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
