@@ -17,7 +17,7 @@ PLACES_WARNING = 5  # this many distinct client networks in one window flag the 
 
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not hold up a scan: fall back to Postgres after this
 REDIS_RETRY_AFTER_S = 2.0  # after a Redis error, go straight to Postgres for this long
-INVALIDATION_CHANNEL = KEY_PREFIX + "invalidations"  # batch ids whose documents changed, for local tiers
+INVALIDATION_CHANNEL = KEY_PREFIX + "invalidations:"  # + Redis db number -> batch ids whose documents changed
 SCAN_SYNC_INTERVAL_S = 0.25  # how often a worker adds its scans to Redis's counters
 REINVALIDATE_AFTER_S = 1.0  # a second invalidation catches a load that read Postgres before the change
 

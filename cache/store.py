@@ -80,12 +80,14 @@ def _text(value: bytes | str) -> str:
 class DocumentCache:
     """Documents and scan counters by code, in Redis."""
 
-    __slots__ = ("_add_scans", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
+    __slots__ = ("_add_scans", "_channel", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._add_scans = client.register_script(_ADD_SCANS)
         self._invalidate_batch = client.register_script(_INVALIDATE_BATCH)
+        # Pub/sub channels span a server's databases; batch ids do not: one channel per database.
+        self._channel = keys.INVALIDATION_CHANNEL + str(client.connection_pool.connection_kwargs.get("db", 0))
         self._skip_until = 0.0
         self.hits = 0
         self.misses = 0
@@ -174,7 +176,7 @@ class DocumentCache:
         Redis error, since the caller changed data and must know."""
         prefix = keys.document_key("")[: -len("{}")]
         dropped = await self._invalidate_batch(
-            keys=[keys.batch_codes_key(batch_id)], args=[prefix, keys.INVALIDATION_CHANNEL, batch_id]
+            keys=[keys.batch_codes_key(batch_id)], args=[prefix, self._channel, batch_id]
         )
         return int(dropped)
 
@@ -184,7 +186,7 @@ class DocumentCache:
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.INVALIDATION_CHANNEL)
+                    await pubsub.subscribe(self._channel)
                     tier.is_enabled = True
                     logger.info("local document tier on: subscribed to invalidations")
                     async for message in pubsub.listen():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -112,6 +113,9 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         background.spawn(metrics.publish(app.state.metrics, redis, app.state))
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))
+        # Everything made so far lives as long as the worker: keep it out of the collector's full passes, which
+        # otherwise walk it every few hundred milliseconds under load (30-76 ms pauses measured in bench/).
+        gc.freeze()
         try:
             yield
         finally:

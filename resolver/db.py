@@ -67,6 +67,9 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=init,
+            # Codes are hash-partitioned: a custom plan of a code lookup spends ~1 ms planning every partition,
+            # a generic one prunes them at run time in ~0.01 ms (measured in bench/resolve.py: cold +40-55 %).
+            server_settings={"plan_cache_mode": "force_generic_plan"},
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -157,7 +158,11 @@ def canonical_code(text: str) -> str:
 
 def client_place(request: Request) -> str:
     """The client's network (IPv4 /24, IPv6 /48): scans from many of them in a short time flag a copied code."""
-    host = request.client.host if request.client else ""
+    return _network_of(request.client.host if request.client else "")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _network_of(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -193,7 +198,10 @@ async def code_document(request: Request) -> Response:
     """GET /api/v1/codes/{code}"""
     place = client_place(request)
     resolver: Resolver = request.app.state.resolver
-    body = await _limited(request, place, lambda code: resolver.document(code, place=place))
+    try:
+        body = await _limited(request, place, lambda code: resolver.document(code, place=place))
+    except Problem as problem:  # answered here: the exception machinery of the middleware costs more than the scan
+        return problem.to_response()
     return Response(body, media_type="application/json")
 
 
