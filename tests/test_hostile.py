@@ -1,0 +1,87 @@
+"""Hostile input: whatever arrives, the answer is a clean 4xx problem (or the document), never a 5xx."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codegen.format import MalformedCode, compose, is_valid, parse
+from tests.conftest import Service
+from tests.helpers import register_batch
+
+codes = st.builds(
+    compose,
+    st.integers(1, 4),
+    st.from_regex(r"[1-9][0-9]{5}", fullmatch=True),
+    st.integers(0, 10**11 - 1),
+)
+separators = st.sampled_from([" ", "-", "\u2014", "\u3000", "  "])
+
+
+@given(st.text(max_size=300))
+def test_parse_accepts_only_valid_codes_and_fails_only_with_malformed_code(text: str) -> None:
+    try:
+        code = parse(text)
+    except MalformedCode as exc:
+        assert exc.reason and exc.message
+    else:
+        assert len(code) == 20 and code.isascii() and code.isdigit() and is_valid(code)
+
+
+@given(codes, st.lists(st.tuples(st.integers(1, 19), separators), max_size=6))
+def test_parse_ignores_separators_between_digits(code: str, cuts: list[tuple[int, str]]) -> None:
+    spelled = code
+    for position, separator in sorted(cuts, reverse=True):
+        spelled = spelled[:position] + separator + spelled[position:]
+
+    assert parse(spelled) == code
+    assert parse(f"https://trace.example.cn/t/{spelled}?from=qr") == code
+
+
+@settings(max_examples=300)
+@given(codes, st.integers(0, 19), st.integers(1, 9))
+def test_parse_rejects_any_single_digit_change(code: str, position: int, delta: int) -> None:
+    changed = code[:position] + str((int(code[position]) + delta) % 10) + code[position + 1 :]
+
+    with pytest.raises(MalformedCode):
+        parse(changed)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "headers"),
+    [
+        pytest.param("GET", "/t/..%2F..%2Fetc%2Fpasswd", None, {}, id="traversal"),
+        pytest.param("GET", "/api/v1/codes/%00%00", None, {}, id="nul"),
+        pytest.param("GET", "/api/v1/codes/" + "9" * 5000, None, {}, id="long-path"),
+        pytest.param("GET", "/api/v1/codes/%F0%9F%90%AE%ED%A0%80", None, {}, id="emoji-and-surrogate"),
+        pytest.param("GET", "/api/v1/codes/1'%20OR%201=1--", None, {}, id="sql"),
+        pytest.param("POST", "/api/v1/producers", b"[" * 100_000 + b"]" * 100_000, {}, id="deep-json"),
+        pytest.param("POST", "/api/v1/producers", b"\xc3\x28", {}, id="invalid-utf8"),
+        pytest.param("POST", "/api/v1/batches", b'{"lot": "\\ud800"}', {}, id="lone-surrogate-escape"),
+        pytest.param("POST", "/api/v1/gate/scans", b"{}", {}, id="no-token"),
+        pytest.param("DELETE", "/api/v1/codes/1", None, {}, id="wrong-method"),
+        pytest.param("GET", "/nowhere", None, {}, id="unknown-route"),
+    ],
+)
+async def test_hostile_requests_get_a_clean_problem(
+    service: Service, method: str, path: str, content: bytes | None, headers: dict[str, str]
+) -> None:
+    response = await service.client.request(
+        method, path, content=content, headers={**service.admin_headers, "Content-Type": "application/json", **headers}
+    )
+
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith(("application/problem+json", "text/html"))
+    if response.headers["content-type"].startswith("application/problem+json"):
+        problem = response.json()
+        assert problem["code"] and problem["status"] == response.status_code
+    assert "Traceback" not in response.text
+
+
+async def test_sql_in_strings_is_just_text(service: Service) -> None:
+    created = await register_batch(service, lot="x'); DROP TABLE batches;--")
+
+    response = await service.client.get(f"/api/v1/codes/{created['trace_code']}")
+
+    assert response.json()["batch"]["lot"] == "x'); DROP TABLE batches;--"
