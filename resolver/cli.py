@@ -1,16 +1,19 @@
-"""The `tracecode` command line: migrate, serve, demo, token create."""
+"""The `tracecode` command line: migrate, serve, demo, token create, labels, import, export."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 
@@ -80,6 +83,96 @@ async def _token_create(settings: Settings, role: str, scope: str) -> None:
     await _with_connection(settings, work)
 
 
+LABEL_SUFFIXES = (".csv", ".pdf")
+
+
+async def _labels(settings: Settings, batch_code: str, count: int, out: Path) -> int:
+    from cache.store import REDIS_ERRORS, DocumentCache, redis_client
+    from resolver import labels
+    from resolver.problems import Problem
+    from resolver.resolve import canonical_code
+
+    assert settings.database_url is not None and settings.redis_url is not None
+    if not os.environ.get("TRACECODE_PUBLIC_URL"):
+        logger.warning("TRACECODE_PUBLIC_URL is not set: the labels' QR codes point at %s", settings.public_url)
+    started = time.perf_counter()
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        batch = await labels.find_batch(pool, canonical_code(batch_code))
+        sheet = labels.label_sheet(settings.public_url, batch) if out.suffix.lower() == ".pdf" else None
+        issued = await labels.issue_labels(pool, CodeIssuer(settings.secret), settings.secret, batch, count)
+    except (Problem, ValueError) as exc:
+        print(f"tracecode: {exc.detail if isinstance(exc, Problem) else exc}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    redis = redis_client(settings.redis_url)
+    try:  # the batch's chain has a new event
+        await DocumentCache(redis).invalidate_batch(batch.batch_id)
+    except REDIS_ERRORS as exc:
+        logger.warning(
+            "cached documents of batch %s not invalidated (stale for at most their TTL): %r", batch_code, exc
+        )
+    finally:
+        await redis.aclose()
+    print(f"issued {count} package codes (产品追溯码) for batch {batch.trace_code} ({batch.product_name}) "
+          f"in {time.perf_counter() - started:.2f}s")  # fmt: skip
+    if sheet is None:
+        labels.write_csv(issued, settings.public_url, out)
+        print(f"  {out}: code,url for label-printer software")
+    else:
+        for path, pages in labels.write_pdf(issued, sheet, out):
+            print(f"  {path}: {pages} A4 page(s) of 24 labels, 70 x 37 mm; print at actual size")
+    return 0
+
+
+def _label_count(text: str) -> int:
+    from resolver.labels import MAX_LABELS_PER_REQUEST
+
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LABELS_PER_REQUEST):
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_LABELS_PER_REQUEST}, got {text!r}")
+    return int(text)
+
+
+def _label_file(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in LABEL_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"a .csv or .pdf file name, got {text!r}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {str(path.parent)!r} does not exist")
+    return path
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from resolver.imports import import_command
+
+    assert settings.database_url is not None
+    return await import_command(
+        settings.database_url, settings.redis_url, args.kind, args.file,
+        mode="good_rows" if args.good_rows else "all_or_nothing", is_dry_run=args.dry_run,
+    )  # fmt: skip
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from resolver.export import export_command
+
+    assert settings.database_url is not None
+    with args.out.open("wb") if args.out else open(sys.stdout.fileno(), "wb", closefd=False) as out:
+        return asyncio.run(
+            export_command(
+                settings.database_url, settings.public_url, region_code=args.region, start=args.start, end=args.end,
+                export_format=args.format, out=out,
+            )
+        )  # fmt: skip
+
+
+def _date_arg(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a date, YYYY-MM-DD, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracecode", description="农产品质量安全追溯码服务 / trace-code service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +190,30 @@ def _parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="print a new token")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--scope", default="")
+    labels = commands.add_parser(
+        "labels", help="issue package codes (产品追溯码) for a batch into a CSV file or PDF label sheets"
+    )
+    labels.add_argument("--batch", required=True, help="the batch's trace code (or national long form)")
+    labels.add_argument("--count", required=True, type=_label_count, help="how many package codes")
+    labels.add_argument(
+        "--out",
+        required=True,
+        type=_label_file,
+        help="labels.csv (code,url for label-printer software) or labels.pdf (A4 sheets, 24 labels a page; "
+        "10,000 labels a file, more go to labels-001.pdf, labels-002.pdf, ...)",
+    )
+    importing = commands.add_parser("import", help="import producers or certifications from a CSV file (UTF-8)")
+    importing.add_argument("kind", choices=("producers", "certifications"))
+    importing.add_argument("file", type=Path, help="CSV with a header row (see resolver/imports.py for the columns)")
+    importing.add_argument("--good-rows", action="store_true", help="import the good rows even when others are bad")
+    importing.add_argument("--dry-run", action="store_true", help="check the file and report, write nothing")
+    exporting = commands.add_parser("export", help="export a region's batches and events of a period")
+    exporting.add_argument("what", choices=("batches",))
+    exporting.add_argument("--region", required=True, help="county, prefecture or province code")
+    exporting.add_argument("--from", dest="start", required=True, type=_date_arg, help="first day, YYYY-MM-DD")
+    exporting.add_argument("--to", dest="end", required=True, type=_date_arg, help="last day, YYYY-MM-DD")
+    exporting.add_argument("--format", choices=("national", "epcis"), default="national")
+    exporting.add_argument("--out", type=Path, help="file to write (default: standard output)")
     return parser
 
 
@@ -124,6 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_demo(ready))
         elif args.command == "token":
             asyncio.run(_token_create(ready, args.role, args.scope))
+        elif args.command == "labels":
+            return asyncio.run(_labels(ready, args.batch, args.count, args.out))
+        elif args.command == "import":
+            return asyncio.run(_import(ready, args))
+        elif args.command == "export":
+            return _export(ready, args)
         elif args.command == "serve":
             if not os.environ.get("TRACECODE_PUBLIC_URL"):
                 shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host

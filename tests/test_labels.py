@@ -1,0 +1,510 @@
+"""Package labels: bulk issuance over the API and the command line, the binary COPY encoder, the PDF sheet."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import random
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+import orjson
+import pypdfium2
+import pytest
+import zxingcpp
+
+from codegen import copyformat
+from codegen.format import SERIAL_LIMIT, CodeType, compose, group, is_valid, region_of, serial_of, type_of
+from codegen.kernels import CodeBlock, block_to_strings, issue_block
+from codegen.permute import derive_round_keys
+from resolver import labels
+from resolver.issuer import CodeIssuer
+from resolver.labelsheet import LABEL_HEIGHT_MM, LABEL_WIDTH_MM, MIN_MODULE_MM, LabelSheet
+from tests.conftest import Service
+from tests.helpers import TRACECODE, register_batch, register_producer, run_tracecode, subprocess_env
+
+PUBLIC_URL = "https://trace.example.cn"  # tests.conftest's settings
+DOCUMENT_QUERY = "FROM trace_codes tc"
+HOUSEKEEPING = ("SELECT pg_advisory_unlock_all()", "\nINSERT INTO scan_counts")  # pool reset, periodic scan flush
+RENDER_SCALE = 4.0  # 288 dpi: a 0.75 mm QR module is 8 pixels
+POINTS_PER_MM = 72 / 25.4
+
+
+async def _token(service: Service, role: str, scope: str) -> dict[str, str]:
+    response = await service.client.post(
+        "/api/v1/tokens", json={"role": role, "scope": scope}, headers=service.admin_headers
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def _own_batch(service: Service, **overrides: Any) -> dict[str, Any]:
+    """A batch of a producer in a county picked at random, so that its package codes have a sequence to themselves.
+
+    Each test's service has a secret of its own while the session's database shares each (type, county) sequence,
+    so two tests issuing in one county use two permutations of one sequence and may meet on a code; one secret
+    never does. The 200,000-code test against another in the same county would collide about once in four runs.
+    """
+    county = await service.app.state.pool.fetchval("SELECT code FROM regions WHERE level = 3 ORDER BY random() LIMIT 1")
+    return await register_batch(service, await register_producer(service, region=county), **overrides)
+
+
+async def _labels(
+    service: Service, batch_code: str, body: Any, *, headers: dict[str, str] | None = None, accept: str = ""
+) -> Any:
+    sent = dict(service.admin_headers if headers is None else headers)
+    if accept:
+        sent["Accept"] = accept
+    return await service.client.post(f"/api/v1/batches/{batch_code}/labels", json=body, headers=sent, timeout=120)
+
+
+def _csv_codes(text: str) -> list[str]:
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["code", "url"]
+    assert all(url == f"{PUBLIC_URL}/t/{code}" for code, url in rows[1:])
+    return [code for code, _ in rows[1:]]
+
+
+async def _stored_codes(service: Service, batch_id: int) -> list[str]:
+    rows = await service.app.state.pool.fetch(
+        "SELECT code FROM trace_codes WHERE batch_id = $1 AND code_type = $2", batch_id, CodeType.PACKAGE
+    )
+    return [row["code"] for row in rows]
+
+
+async def test_200k_labels_as_csv_are_stored_valid_and_resolve_as_packages(service: Service) -> None:
+    created = await _own_batch(service)
+    batch_code = created["trace_code"]
+
+    response = await _labels(service, batch_code, {"count": 200_000})
+
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.text.startswith("code,url\r\n")
+    codes = _csv_codes(response.text)
+    assert len(codes) == 200_000 == len(set(codes))
+    assert all(is_valid(c) and type_of(c) is CodeType.PACKAGE and region_of(c) == region_of(batch_code) for c in codes)
+    assert sorted(await _stored_codes(service, created["batch_id"])) == sorted(codes)
+    for code in random.sample(codes, 20):
+        document = (await service.client.get(f"/api/v1/codes/{code}")).json()
+        assert document["type"] == "package"
+        assert document["code"] == code
+        assert document["batch"]["trace_code"] == batch_code
+        assert document["status"] == "active"
+    assert {"kind": "commissioning", "package_codes": 200_000}.items() <= document["chain"][-1].items()
+
+
+async def test_labels_as_json(service: Service) -> None:
+    created = await _own_batch(service)
+
+    response = await _labels(service, created["trace_code"], {"count": 1_000}, accept="application/json")
+
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
+    body = response.json()
+    assert body["batch"] == created["trace_code"]
+    assert body["count"] == 1_000
+    assert body["url_prefix"] == f"{PUBLIC_URL}/t/"
+    assert len(set(body["codes"])) == 1_000
+    assert sorted(await _stored_codes(service, created["batch_id"])) == sorted(body["codes"])
+
+
+async def test_batch_named_by_its_national_long_form(service: Service) -> None:
+    created = await _own_batch(service)
+
+    response = await _labels(service, created["long_code"], {"count": 3})
+
+    assert response.status_code == 201
+    assert sorted(_csv_codes(response.text)) == sorted(await _stored_codes(service, created["batch_id"]))
+
+
+async def test_package_code_resolves_in_one_postgres_round_trip(service: Service) -> None:
+    created = await _own_batch(service)
+    (code,) = _csv_codes((await _labels(service, created["trace_code"], {"count": 1})).text)
+    service.query_log.queries.clear()
+
+    response = await service.client.get(f"/api/v1/codes/{code}")
+
+    assert response.status_code == 200
+    assert response.json()["type"] == "package"
+    sent = [q for q in service.query_log.queries if not q.startswith(HOUSEKEEPING)]
+    assert len(sent) == 1 and DOCUMENT_QUERY in sent[0]
+
+
+async def test_labels_drop_the_cached_batch_document(service: Service) -> None:
+    created = await _own_batch(service)
+    before = (await service.client.get(f"/api/v1/codes/{created['trace_code']}")).json()
+
+    await _labels(service, created["trace_code"], {"count": 5})
+    after = (await service.client.get(f"/api/v1/codes/{created['trace_code']}")).json()
+
+    assert len(after["chain"]) == len(before["chain"]) + 1
+    assert after["chain"][-1]["package_codes"] == 5
+
+
+async def test_concurrent_requests_in_one_region_never_collide(service: Service) -> None:
+    first = await _own_batch(service)
+    county = region_of(first["trace_code"])
+    second = await register_batch(service, await register_producer(service, region=county))
+    batches = [first, second] * 3
+
+    responses = await asyncio.gather(*(_labels(service, b["trace_code"], {"count": 20_000}) for b in batches))
+
+    assert {r.status_code for r in responses} == {201}
+    codes = [code for r in responses for code in _csv_codes(r.text)]
+    assert len(codes) == len(set(codes)) == 120_000
+    for batch in (first, second):
+        assert len(await _stored_codes(service, batch["batch_id"])) == 60_000
+
+
+async def test_labels_need_a_token(service: Service) -> None:
+    created = await _own_batch(service)
+
+    response = await _labels(service, created["trace_code"], {"count": 1}, headers={})
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_only_the_batch_producer_or_admin_issues_labels(service: Service) -> None:
+    credit_code = await register_producer(service)
+    created = await register_batch(service, credit_code)
+    own = await _token(service, "producer", credit_code)
+    other = await _token(service, "producer", await register_producer(service))
+    regulator = await _token(service, "regulator", "630121")
+
+    mine = await _labels(service, created["trace_code"], {"count": 2}, headers=own)
+    theirs = await _labels(service, created["trace_code"], {"count": 2}, headers=other)
+    regulators = await _labels(service, created["trace_code"], {"count": 2}, headers=regulator)
+
+    assert mine.status_code == 201
+    assert theirs.status_code == regulators.status_code == 403
+    assert theirs.json()["code"] == "forbidden"
+    assert len(await _stored_codes(service, created["batch_id"])) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"count": 0}, id="zero"),
+        pytest.param({"count": -1}, id="negative"),
+        pytest.param({"count": "x"}, id="text"),
+        pytest.param({"count": "10"}, id="number-as-text"),
+        pytest.param({"count": 1.5}, id="fraction"),
+        pytest.param({"count": True}, id="boolean"),
+        pytest.param({"count": labels.MAX_LABELS_PER_REQUEST + 1}, id="too-many"),
+        pytest.param({}, id="missing"),
+        pytest.param({"count": 1, "size": "A4"}, id="unknown-field"),
+    ],
+)
+async def test_bad_count_is_422(service: Service, body: dict[str, Any]) -> None:
+    created = await _own_batch(service)
+
+    response = await _labels(service, created["trace_code"], body)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    assert await _stored_codes(service, created["batch_id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "problem"),
+    [
+        pytest.param("12345", 400, "malformed_code", id="malformed"),
+        pytest.param(compose(1, "630121", 12_345)[:-1] + "0", 400, "malformed_code", id="wrong-check-digit"),
+        pytest.param(compose(1, "630121", secrets.randbelow(10**11)), 404, "unknown_code", id="never-issued"),
+    ],
+)
+async def test_bad_batch_code(service: Service, code: str, status: int, problem: str) -> None:
+    response = await _labels(service, code, {"count": 1})
+
+    assert response.status_code == status
+    assert response.json()["code"] == problem
+
+
+async def test_a_package_code_is_not_a_batch(service: Service) -> None:
+    created = await _own_batch(service)
+    (package,) = _csv_codes((await _labels(service, created["trace_code"], {"count": 1})).text)
+
+    response = await _labels(service, package, {"count": 1})
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "not_a_batch_code"
+
+
+async def test_recalled_or_expired_batch_gets_no_labels(service: Service) -> None:
+    recalled = await _own_batch(service)
+    recall = await service.client.post(
+        f"/api/v1/batches/{recalled['trace_code']}/recall",
+        json={"reason": "检出禁用药物"},
+        headers=service.admin_headers,
+    )
+    assert recall.status_code == 200, recall.text
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    expired = await _own_batch(service, expires_on=yesterday.isoformat())
+
+    responses = [await _labels(service, b["trace_code"], {"count": 1}) for b in (recalled, expired)]
+
+    assert [(r.status_code, r.json()["code"]) for r in responses] == [(409, "recalled"), (409, "expired")]
+
+
+async def _next_codes(service: Service, batch: labels.LabelBatch, count: int) -> list[str]:
+    """The codes that the next label request of `batch` for `count` codes will issue."""
+    next_seq = await service.app.state.pool.fetchval(
+        "SELECT next_seq FROM code_sequences WHERE code_type = $1 AND region_code = $2", CodeType.PACKAGE, batch.region
+    )
+    return CodeIssuer(service.settings.secret).codes(CodeType.PACKAGE, batch.region, next_seq or 0, count)
+
+
+async def _store_for_another_batch(service: Service, code: str) -> None:
+    other = await _own_batch(service)
+    await service.app.state.pool.execute(
+        "INSERT INTO trace_codes (code, code_type, batch_id) VALUES ($1, $2, $3)",
+        code, CodeType.PACKAGE, other["batch_id"],
+    )  # fmt: skip
+
+
+async def test_a_copy_failing_midway_leaves_no_code_and_no_event(service: Service) -> None:
+    created = await _own_batch(service)
+    state = service.app.state
+    batch = await labels.find_batch(state.pool, created["trace_code"])
+    # Parts of 50,000 go in code order: a code in the top quarter of serials is in the last of four parts.
+    late = next(c for c in await _next_codes(service, batch, 200_000) if serial_of(c) >= SERIAL_LIMIT * 3 // 4)
+    await _store_for_another_batch(service, late)
+
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await labels.issue_labels(state.pool, state.issuer, service.settings.secret, batch, 200_000, chunk_codes=50_000)
+
+    assert await _stored_codes(service, created["batch_id"]) == []
+    events = await state.pool.fetch("SELECT data FROM events WHERE batch_id = $1", created["batch_id"])
+    assert not any("package_codes" in row["data"] for row in events)
+    again = await _labels(service, created["trace_code"], {"count": 10})
+    assert again.status_code == 201
+    assert len(await _stored_codes(service, created["batch_id"])) == 10
+
+
+async def test_a_failed_request_is_a_problem_and_writes_nothing(service: Service) -> None:
+    created = await _own_batch(service)
+    batch = await labels.find_batch(service.app.state.pool, created["trace_code"])
+    await _store_for_another_batch(service, (await _next_codes(service, batch, 1_000))[500])
+
+    transport = httpx.ASGITransport(app=service.app, raise_app_exceptions=False)  # answer the 500, as a server does
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post(
+            f"/api/v1/batches/{created['trace_code']}/labels", json={"count": 1_000}, headers=service.admin_headers
+        )
+
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert await _stored_codes(service, created["batch_id"]) == []
+
+
+# The binary COPY encoder, against the store itself.
+
+COPY_TABLE = "CREATE TEMP TABLE {} (code char(20), code_type smallint, batch_id bigint, created_at timestamptz)"
+
+
+async def test_binary_copy_rows_equal_asyncpg_encoding(pg: asyncpg.Connection) -> None:
+    keys = derive_round_keys(b"copy format test secret, 32 bytes", CodeType.PACKAGE, "630121")
+    block = issue_block(CodeType.PACKAGE, "630121", 7_000, 1_000, keys)
+    created_at = dt.datetime(2026, 11, 20, 8, 30, 15, 123_456, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    batch_id = 2**62 + 12_345  # all eight bytes matter
+    encoder = copyformat.CodeRowEncoder(code_type=CodeType.PACKAGE, batch_id=batch_id, created_at=created_at)
+    for table in ("ours", "theirs"):
+        await pg.execute(COPY_TABLE.format(table))
+
+    async def source() -> Any:
+        yield copyformat.HEADER
+        yield encoder.rows(block[:400])
+        yield encoder.rows(block[400:])
+        yield copyformat.TRAILER
+
+    await pg.copy_to_table("ours", source=source(), columns=copyformat.CODE_COLUMNS, format="binary", timeout=10)
+    records = [(code, int(CodeType.PACKAGE), batch_id, created_at) for code in block_to_strings(block)]
+    await pg.copy_records_to_table("theirs", records=records, columns=copyformat.CODE_COLUMNS, timeout=10)
+
+    ours = await pg.fetch("SELECT * FROM ours ORDER BY code")
+    theirs = await pg.fetch("SELECT * FROM theirs ORDER BY code")
+    assert [tuple(r) for r in ours] == [tuple(r) for r in theirs] == sorted(records)
+
+
+def test_rows_are_56_bytes_with_the_code_in_place() -> None:
+    block = np.frombuffer(b"41234567890123456789" * 2, dtype=np.uint8).reshape(2, 20)
+    encoder = copyformat.CodeRowEncoder(code_type=4, batch_id=1, created_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+
+    rows = encoder.rows(block)
+
+    assert len(rows) == 2 * copyformat.ROW_BYTES == 112
+    assert rows[:26] == b"\x00\x04\x00\x00\x00\x1441234567890123456789"
+    assert rows[-8:] == bytes(8)  # the PostgreSQL epoch is zero
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"created_at": dt.datetime(2026, 1, 1)}, id="naive-time"),
+        pytest.param({"batch_id": -1}, id="negative-batch"),
+        pytest.param({"code_type": 2**15}, id="type-overflow"),
+    ],
+)
+def test_encoder_refuses_what_the_columns_cannot_hold(kwargs: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"code_type": 4, "batch_id": 1, "created_at": dt.datetime.now(dt.UTC), **kwargs}
+
+    with pytest.raises(ValueError):
+        copyformat.CodeRowEncoder(**args)
+
+
+def test_sort_block_orders_codes() -> None:
+    keys = derive_round_keys(b"sort test secret of 32 bytes....", CodeType.PACKAGE, "630121")
+    block = issue_block(CodeType.PACKAGE, "630121", 0, 5_000, keys)
+
+    assert block_to_strings(copyformat.sort_block(block)) == sorted(block_to_strings(block))
+
+
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_ordered_parts_are_every_code_once_in_order(parts: int) -> None:
+    keys = derive_round_keys(b"ordered parts secret of 32 bytes", CodeType.PACKAGE, "630121")
+    spans = [(100, 4_000), (4_100, 4_000), (8_100, 1_900)]
+
+    def block_of(start: int, count: int) -> CodeBlock:
+        return issue_block(CodeType.PACKAGE, "630121", start, count, keys)
+
+    ordered = [block_to_strings(copyformat.ordered_part(block_of, spans, k, parts)) for k in range(parts)]
+
+    everything = block_to_strings(issue_block(CodeType.PACKAGE, "630121", 100, 9_900, keys))
+    assert [code for part in ordered for code in part] == sorted(everything)
+    assert all(abs(len(part) - 9_900 / parts) < 300 for part in ordered)  # equal ranges of a uniform permutation
+
+
+def test_csv_and_json_rows_match_plain_formatting() -> None:
+    keys = derive_round_keys(b"answer format secret of 32 bytes", CodeType.PACKAGE, "630121")
+    block = issue_block(CodeType.PACKAGE, "630121", 0, 3, keys)
+    codes = block_to_strings(block)
+    prefix = labels.url_prefix(PUBLIC_URL + "/")
+
+    assert labels.csv_rows(block, prefix.encode()) == "".join(f"{c},{prefix}{c}\r\n" for c in codes).encode()
+    assert orjson.loads(b"[" + labels.json_items(block)[1:] + b"]") == codes
+    assert labels.csv_length(3, prefix.encode()) == len(labels.CSV_HEADER + labels.csv_rows(block, prefix.encode()))
+
+
+def test_pdf_files_hold_at_most_their_share() -> None:
+    out = Path("labels.pdf")
+
+    assert labels.pdf_paths(out, labels.MAX_PDF_LABELS_PER_FILE) == [out]
+    assert labels.pdf_paths(out, 2 * labels.MAX_PDF_LABELS_PER_FILE + 1) == [
+        Path("labels-001.pdf"),
+        Path("labels-002.pdf"),
+        Path("labels-003.pdf"),
+    ]
+
+
+# The PDF label sheet.
+
+
+def _sheet(has_certificate: bool, codes: list[str]) -> pypdfium2.PdfDocument:
+    sheet = LabelSheet(public_url=PUBLIC_URL, product_name="大通牦牛肉", has_certificate=has_certificate)
+    out = io.BytesIO()
+    pages = sheet.write(codes, out)
+    document = pypdfium2.PdfDocument(out.getvalue())
+    assert len(document) == pages
+    return document
+
+
+def _codes(count: int) -> list[str]:
+    return CodeIssuer(b"label sheet test secret, 32 byte").codes(CodeType.PACKAGE, "630121", 0, count)
+
+
+def test_first_label_qr_code_reads_as_the_code_url() -> None:
+    codes = _codes(30)
+    document = _sheet(True, codes)
+
+    image = document[0].render(scale=RENDER_SCALE).to_pil()
+    label = (LABEL_WIDTH_MM * POINTS_PER_MM * RENDER_SCALE, (LABEL_HEIGHT_MM + 0.5) * POINTS_PER_MM * RENDER_SCALE)
+    found = zxingcpp.read_barcodes(image.crop((0, 0, int(label[0]), int(label[1]))))
+
+    assert len(document) == 2  # 24 labels a page
+    assert [b.text for b in found] == [f"{PUBLIC_URL}/t/{codes[0]}"]
+    assert found[0].format == zxingcpp.BarcodeFormat.QRCode
+    assert found[0].ec_level in ("Q", "H")
+
+
+def test_every_label_of_a_page_reads() -> None:
+    codes = _codes(24)
+
+    image = _sheet(False, codes)[0].render(scale=RENDER_SCALE).to_pil()
+
+    assert sorted(b.text for b in zxingcpp.read_barcodes(image)) == sorted(f"{PUBLIC_URL}/t/{c}" for c in codes)
+
+
+@pytest.mark.parametrize("has_certificate", [True, False])
+def test_label_text_has_grouped_code_and_certificate(has_certificate: bool) -> None:
+    codes = _codes(2)
+
+    text = _sheet(has_certificate, codes)[0].get_textpage().get_text_range()
+
+    assert group(codes[0]) in text and group(codes[1]) in text
+    assert "大通牦牛肉" in text and "产品追溯码" in text
+    assert ("承诺达标合格证" in text) is has_certificate
+
+
+def test_qr_module_size_is_checked() -> None:
+    sheet = LabelSheet(public_url=PUBLIC_URL, product_name="枸杞", has_certificate=False)
+
+    assert sheet.module_mm(_codes(1)[0]) >= MIN_MODULE_MM
+    with pytest.raises(ValueError, match="shorten"):
+        LabelSheet(public_url="https://example.cn/" + "x" * 200, product_name="枸杞", has_certificate=False)
+
+
+# The command line.
+
+
+async def test_command_line_writes_csv_and_pdf(service: Service, tmp_path: Path) -> None:
+    created = await _own_batch(service)
+    env = subprocess_env(
+        DATABASE_URL=service.settings.database_url,
+        REDIS_URL=service.settings.redis_url,
+        TRACECODE_SECRET=secrets.token_hex(16),
+        TRACECODE_PUBLIC_URL=PUBLIC_URL,
+    )
+    csv_path, pdf_path = tmp_path / "labels.csv", tmp_path / "labels.pdf"
+
+    csv_out = await asyncio.to_thread(
+        run_tracecode, env, "labels", "--batch", created["trace_code"], "--count", "1000", "--out", str(csv_path)
+    )
+    pdf_out = await asyncio.to_thread(
+        run_tracecode, env, "labels", "--batch", created["trace_code"], "--count", "30", "--out", str(pdf_path)
+    )
+
+    assert "issued 1000 package codes" in csv_out and "issued 30 package codes" in pdf_out
+    from_csv = _csv_codes(csv_path.read_text())
+    document = pypdfium2.PdfDocument(pdf_path)
+    text = "".join(document[i].get_textpage().get_text_range() for i in range(len(document)))
+    stored = await _stored_codes(service, created["batch_id"])
+    assert len(from_csv) == 1_000 and len(document) == 2
+    from_pdf = [c for c in stored if group(c) in text]
+    assert len(from_pdf) == 30 and sorted(from_csv + from_pdf) == sorted(stored)
+
+
+async def test_command_line_refuses_an_unknown_batch(service: Service, tmp_path: Path) -> None:
+    env = subprocess_env(DATABASE_URL=service.settings.database_url, REDIS_URL=service.settings.redis_url)
+    unknown = compose(1, "630121", secrets.randbelow(10**11))
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [TRACECODE, "labels", "--batch", unknown, "--count", "5", "--out", str(tmp_path / "labels.csv")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert "未登记" in done.stderr
+    assert not (tmp_path / "labels.csv").exists()
