@@ -19,6 +19,7 @@ from cache.keys import SCAN_SYNC_INTERVAL_S
 from cache.local import ScanState
 from cache.store import REDIS_ERRORS, DocumentCache, Scans
 from resolver import queries
+from resolver.documents import CHINA_TZ
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ FLUSH_INTERVAL_S = 2.0
 FLUSH_CHUNK = 1_000  # codes per Redis pipeline and Postgres statement
 MAX_PENDING_PLACES = 16  # distinct networks remembered per code between syncs: enough to pass the warning line
 MAX_STATES = 50_000  # counters kept per worker; idle ones are forgotten beyond this and read again from Redis
-
-CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 class ScanCounter:
