@@ -29,6 +29,9 @@ from resolver.settings import Settings
 from schema.migrate import migrate
 
 TEST_REDIS_DB = 9  # tests flush this database only
+# One permutation key for the whole session: with the session's shared sequences, codes are unique by
+# construction, as in production; a key per test could map two tests' sequence numbers to one code.
+SESSION_SECRET = secrets.token_hex(32).encode()
 CREDIT_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 
 
@@ -141,7 +144,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
-        secret=secrets.token_bytes(32),
+        secret=SESSION_SECRET,
         admin_token="admin-" + secrets.token_hex(16),
         public_url="https://trace.example.cn",
         is_dev_secret=False,

@@ -298,7 +298,7 @@ async def test_recall_is_seen_by_a_second_server_process_within_one_second(
 ) -> None:
     batch = await register_batch(service)
     env = subprocess_env(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-                         TRACECODE_SECRET=settings.secret.hex())  # fmt: skip
+                         TRACECODE_SECRET=settings.secret.decode())  # fmt: skip
     with serving(env, "--workers", "2") as other:
         async with httpx.AsyncClient(base_url=other) as client:
             for _ in range(4):  # warm: cached as active, whichever worker answers
