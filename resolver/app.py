@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
+from codegen import kernels
 from resolver import (
     catalog,
     db,
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.market_regions = {}
         app.state.limiter = Limiter()
         app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
+        background.spawn(asyncio.to_thread(kernels.warm))  # the first label request need not load the kernel
         background.spawn(_keep_event_partitions(pool))
         background.spawn(counter.run())
         background.spawn(metrics.publish(app.state.metrics, redis, app.state))
