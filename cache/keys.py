@@ -15,6 +15,7 @@ SCANS_TTL_S = 2 * DOCUMENT_TTL_S  # scan counters outlive the document they coun
 PLACES_WINDOW_S = 600  # 10 minutes: the window in which distinct places scanning one code are counted
 PLACES_WARNING = 5  # this many distinct client networks in one window flag the code as possibly copied
 
+REDIS_MAX_CONNECTIONS = 64  # per worker
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not hold up a scan: fall back to Postgres after this
 REDIS_RETRY_AFTER_S = 2.0  # after a Redis error, go straight to Postgres for this long
 INVALIDATION_CHANNEL = KEY_PREFIX + "invalidations:"  # + Redis db number -> batch ids whose documents changed

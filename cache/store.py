@@ -41,7 +41,7 @@ _INVALIDATE_BATCH = """
 local codes = redis.call('SMEMBERS', KEYS[1])
 for _, code in ipairs(codes) do redis.call('DEL', ARGV[1] .. '{' .. code .. '}') end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+if #codes > 0 or ARGV[4] == '1' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return #codes
 """
 
@@ -67,10 +67,19 @@ class Fetched:
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """A client that gives up quickly, so that a slow Redis falls back to Postgres instead of holding a scan."""
-    return aioredis.Redis.from_url(
-        url, socket_timeout=keys.REDIS_TIMEOUT_S, socket_connect_timeout=keys.REDIS_TIMEOUT_S
+    """A client that gives up quickly, so that a slow Redis falls back to Postgres instead of holding a scan.
+
+    Its pool waits briefly for a free connection under a burst instead of failing at once (redis-py's default
+    pool raises MaxConnectionsError, which dropped invalidations under gate load in bench/gate.py).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=keys.REDIS_MAX_CONNECTIONS,
+        timeout=keys.REDIS_TIMEOUT_S,
+        socket_timeout=keys.REDIS_TIMEOUT_S,
+        socket_connect_timeout=keys.REDIS_TIMEOUT_S,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _text(value: bytes | str) -> str:
@@ -171,12 +180,12 @@ class DocumentCache:
             state.places = int(distinct)
             state.pending_places.difference_update(places)
 
-    async def invalidate_batch(self, batch_id: int) -> int:
-        """Drop every cached document of the batch in Redis and tell every worker's local tier; raises on a
-        Redis error, since the caller changed data and must know."""
+    async def invalidate_batch(self, batch_id: int, *, always_publish: bool = True) -> int:
+        """Drop every cached document of the batch in Redis and tell every worker's local tier (only when Redis
+        held some, unless `always_publish`); raises on a Redis error, since the caller changed data and must know."""
         prefix = keys.document_key("")[: -len("{}")]
         dropped = await self._invalidate_batch(
-            keys=[keys.batch_codes_key(batch_id)], args=[prefix, self._channel, batch_id]
+            keys=[keys.batch_codes_key(batch_id)], args=[prefix, self._channel, batch_id, int(always_publish)]
         )
         return int(dropped)
 

@@ -206,7 +206,7 @@ async def create_trade(request: Request) -> Response:
 async def _refresh_documents(request: Request, batch_id: int) -> None:
     """The batch's chain changed: drop its cached documents. Best effort: the change is committed already."""
     try:
-        await invalidate_batch(request, batch_id)
+        await invalidate_batch(request, batch_id, is_thorough=False)
     except Exception as exc:  # Redis down: its cached documents go stale for at most their TTL
         logger.warning("cached documents of batch %d not invalidated: %r", batch_id, exc)
 

@@ -354,7 +354,7 @@ async def create_labels(request: Request) -> Response:
         logger.warning("labels for %s not issued, postgres unavailable: %r", code, exc)
         raise store_unavailable() from exc
     try:  # the batch's chain has a new event
-        await invalidate_batch(request, batch.batch_id)
+        await invalidate_batch(request, batch.batch_id, is_thorough=False)
     except Exception as exc:  # committed already: its cached documents go stale for at most their TTL
         logger.warning("cached documents of batch %d not invalidated: %r", batch.batch_id, exc)
     logger.info("issued %d package codes for batch %s", issued.count, batch.trace_code)

@@ -218,17 +218,25 @@ async def code_page(request: Request) -> Response:
     return HTMLResponse(page)
 
 
-async def invalidate_batch(request: Request, batch_id: int) -> None:
-    """Drop the batch's cached documents now and once more a moment later (a load in flight may have read the
-    old state before the change committed). Raises when Redis cannot be told: the caller decides."""
+async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool = True) -> None:
+    """Drop the batch's cached documents everywhere. Raises when Redis cannot be told: the caller decides.
+
+    Thorough (recall, registry changes): every worker is told even if Redis held nothing, and the drop is
+    repeated a moment later, because a load in flight may have read the old state before the change
+    committed. Not thorough (a new event in the chain: gate entry, trade, labels): once, and workers are
+    told only if Redis held documents of the batch; a chain missing its newest event for a while is
+    acceptable, and a busy gate must not pay twice for it.
+    """
     cache: DocumentCache = request.app.state.cache
     request.app.state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
-    await cache.invalidate_batch(batch_id)
+    await cache.invalidate_batch(batch_id, always_publish=is_thorough)
+    if not is_thorough:
+        return
 
     async def again() -> None:
         await asyncio.sleep(keys.REINVALIDATE_AFTER_S)
         try:
-            await cache.invalidate_batch(batch_id)
+            await cache.invalidate_batch(batch_id, always_publish=True)
         except Exception as exc:  # a background task has no caller to tell
             logger.warning("second invalidation of batch %d failed: %r", batch_id, exc)
 
