@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 PARTITION_CHECK_INTERVAL_S = 6 * 3_600  # event partitions are made months ahead; checking 4 times a day is plenty
 HEALTH_TIMEOUT_S = 1.0
+SHUTDOWN_STEP_S = 10.0
 
 QueryLogger = Callable[[asyncpg.connection.LoggedQuery], None]
 
@@ -78,6 +80,21 @@ async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
                 await ensure_event_partitions(conn, today=dt.date.today())
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             logger.warning("could not check event partitions: %r", exc)
+
+
+async def _close(background: Background, redis: aioredis.Redis, pool: asyncpg.Pool) -> None:
+    """Stop the worker's tasks (flushing scan counts) and close its connections, each within a bound: a
+    connection stuck in an operation must not keep the worker from exiting."""
+    try:
+        await asyncio.wait_for(background.close(), SHUTDOWN_STEP_S)
+    except TimeoutError:
+        logger.warning("background tasks did not finish within %.0f s", SHUTDOWN_STEP_S)
+    await redis.aclose()
+    try:
+        await asyncio.wait_for(pool.close(), SHUTDOWN_STEP_S)
+    except TimeoutError:
+        logger.warning("postgres connections still busy after %.0f s: terminating them", SHUTDOWN_STEP_S)
+        pool.terminate()
 
 
 def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -> Starlette:
@@ -121,9 +138,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         try:
             yield
         finally:
-            await background.close()
-            await redis.aclose()
-            await pool.close()
+            await _close(background, redis, pool)
 
     app = Starlette(
         routes=[
