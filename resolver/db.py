@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -94,7 +94,3 @@ async def connect(dsn: str) -> asyncpg.Connection:
         return conn
 
     return await _retrying("connection", open_)
-
-
-Record = asyncpg.Record
-JSON = dict[str, Any]

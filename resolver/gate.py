@@ -27,7 +27,7 @@ from resolver.auth import Principal, authenticate, forbidden
 from resolver.bodies import Body, Name, OptionalText, Printable, RegionCode, Unit, check_category, read_json
 from resolver.documents import china_today
 from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
+from resolver.resolve import POSTGRES_ERRORS, refresh_chain, store_unavailable
 from resolver.responses import ORJSONResponse
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ async def gate_scan(request: Request) -> Response:
     if row["is_conflict"]:
         raise _key_reused()
     if row["decision"] == "accept" and not row["is_replay"]:
-        await _refresh_documents(request, row["batch_id"])
+        await refresh_chain(request, row["batch_id"])
     answer: dict[str, Any] = {
         "decision": row["decision"],
         "reasons": _reasons(row["reasons"]),
@@ -194,21 +194,13 @@ async def create_trade(request: Request) -> Response:
     if row["is_conflict"]:
         raise _key_reused()
     if not row["is_replay"]:
-        await _refresh_documents(request, row["batch_id"])
+        await refresh_chain(request, row["batch_id"])
     code = row["circulation_code"]
     public_url: str = state.settings.public_url
     return ORJSONResponse(
         {"circulation_code": code, "url": f"{public_url}/t/{code}", "replay": row["is_replay"]},
         status_code=200 if row["is_replay"] else 201,
     )
-
-
-async def _refresh_documents(request: Request, batch_id: int) -> None:
-    """The batch's chain changed: drop its cached documents. Best effort: the change is committed already."""
-    try:
-        await invalidate_batch(request, batch_id, is_thorough=False)
-    except Exception as exc:  # Redis down: its cached documents go stale for at most their TTL
-        logger.warning("cached documents of batch %d not invalidated: %r", batch_id, exc)
 
 
 def _key_reused() -> Problem:

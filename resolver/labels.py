@@ -63,7 +63,7 @@ from resolver.documents import CHINA_TZ, china_today, status_of
 from resolver.issuer import CodeIssuer
 from resolver.labelsheet import LabelSheet
 from resolver.problems import Problem
-from resolver.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
+from resolver.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -353,10 +353,7 @@ async def create_labels(request: Request) -> Response:
     except POSTGRES_ERRORS as exc:
         logger.warning("labels for %s not issued, postgres unavailable: %r", code, exc)
         raise store_unavailable() from exc
-    try:  # the batch's chain has a new event
-        await invalidate_batch(request, batch.batch_id, is_thorough=False)
-    except Exception as exc:  # committed already: its cached documents go stale for at most their TTL
-        logger.warning("cached documents of batch %d not invalidated: %r", batch.batch_id, exc)
+    await refresh_chain(request, batch.batch_id)
     logger.info("issued %d package codes for batch %s", issued.count, batch.trace_code)
     return _answer(request, issued, state.settings.public_url)
 

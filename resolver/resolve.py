@@ -218,6 +218,15 @@ async def code_page(request: Request) -> Response:
     return HTMLResponse(page)
 
 
+async def refresh_chain(request: Request, batch_id: int) -> None:
+    """A new event joined the batch's chain (gate entry, trade, labels), committed already: drop its cached
+    documents, best effort; if Redis cannot be told they show the old chain until their TTL."""
+    try:
+        await invalidate_batch(request, batch_id, is_thorough=False)
+    except Exception as exc:
+        logger.warning("cached documents of batch %d not invalidated: %r", batch_id, exc)
+
+
 async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool = True) -> None:
     """Drop the batch's cached documents everywhere. Raises when Redis cannot be told: the caller decides.
 
