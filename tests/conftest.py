@@ -28,7 +28,8 @@ from resolver.embedded import ensure_services
 from resolver.settings import Settings
 from schema.migrate import migrate
 
-TEST_REDIS_DB = 9  # tests flush this database only
+# Tests flush this Redis database only; give concurrent runs on one Redis different ones.
+TEST_REDIS_DB = int(os.environ.get("TRACECODE_TEST_REDIS_DB", "9"))
 # One permutation key for the whole session: with the session's shared sequences, codes are unique by
 # construction, as in production; a key per test could map two tests' sequence numbers to one code.
 SESSION_SECRET = secrets.token_hex(32).encode()
