@@ -37,7 +37,8 @@ from schema.migrate import migrate
 
 logger = logging.getLogger(__name__)
 
-BENCH_REDIS_DB = 8  # the benchmark flushes this Redis database only (the tests use 9)
+# The benchmark flushes this Redis database only (the tests use 9); give concurrent benchmarks different ones.
+BENCH_REDIS_DB = int(os.environ.get("TRACECODE_BENCH_REDIS_DB", "8"))
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 PORT_PROBE_TIMEOUT_S = 0.5
