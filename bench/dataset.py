@@ -5,7 +5,8 @@ else the usual local ports, else embedded servers it starts), creates a database
 migrates it, registers a producer and a batch through the Python API, and copies `code_count`
 package codes (type 4) of that batch straight into trace_codes, so that a cold run can ask for
 each code exactly once. Redis database BENCH_REDIS_DB is flushed before and after. The database
-is dropped at the end.
+is dropped at the end. `bench_database()` is the same without the seed: an empty, migrated database
+(the peak-day suite seeds its own through the API).
 """
 
 from __future__ import annotations
@@ -172,9 +173,19 @@ def _service_urls() -> tuple[str | None, str | None]:
     return database_url, redis_url
 
 
+@dataclass(frozen=True, slots=True)
+class BenchDatabase:
+    """A migrated, empty database of the benchmark's own and its Redis database."""
+
+    url: str
+    redis_url: str
+    name: str
+    admin_url: str  # the server's maintenance database
+
+
 @asynccontextmanager
-async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
-    """A migrated, seeded database of its own and a flushed Redis database, both removed afterwards."""
+async def bench_database() -> AsyncIterator[BenchDatabase]:
+    """A migrated database of its own and a flushed Redis database (BENCH_REDIS_DB), both removed afterwards."""
     settings = Settings.from_env()
     database_url, redis_url = _service_urls()
     admin_url, server_redis_url, embedded = await asyncio.to_thread(
@@ -182,7 +193,6 @@ async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
     )
     name = f"tracecode_bench_{secrets.token_hex(4)}"
     redis_url = _with_redis_db(server_redis_url, BENCH_REDIS_DB)
-    secret = secrets.token_urlsafe(32)
     try:
         admin = await db.connect(admin_url)
         try:
@@ -196,13 +206,8 @@ async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
                 await migrate(conn, code_partitions=CODE_PARTITIONS)
             finally:
                 await conn.close()
-            pool = await db.create_pool(url, min_size=1, max_size=2)
-            try:
-                batch_code, codes = await _seed(pool, CodeIssuer(secret.encode()), code_count)
-            finally:
-                await pool.close()
             await _flush(redis_url)
-            yield Dataset(url, redis_url, name, secret, batch_code, codes)
+            yield BenchDatabase(url, redis_url, name, admin_url)
         finally:
             await _flush(redis_url)
             admin = await db.connect(admin_url)
@@ -213,3 +218,17 @@ async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
     finally:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+@asynccontextmanager
+async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
+    """A migrated, seeded database of its own and a flushed Redis database, both removed afterwards."""
+    secret = secrets.token_urlsafe(32)
+    async with bench_database() as database:
+        pool = await db.create_pool(database.url, min_size=1, max_size=2)
+        try:
+            batch_code, codes = await _seed(pool, CodeIssuer(secret.encode()), code_count)
+        finally:
+            await pool.close()
+        await _flush(database.redis_url)
+        yield Dataset(database.url, database.redis_url, database.name, secret, batch_code, codes)
