@@ -503,7 +503,13 @@ def _size(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SeedSize
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench/peak.py", description="the peak-day load suite (locust)")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="seed, serve (unless --host), drive with locust, report (the default)")
+    run = commands.add_parser(
+        "run",
+        help="seed, serve (unless --host), drive with locust, report (the default)",
+        description="The peak-day suite: seed, serve (unless --host), drive with locust, print the table, draw "
+        "the plot, check that no accepted gate scan was lost. `run` is the default command. Other commands: "
+        "`seed --host URL --admin-token T` (feed a remote deployment), `report DIR` (a finished run again).",
+    )
     run.add_argument("--users", type=int, default=DEFAULT_USERS, help="concurrent locust users")
     run.add_argument("--spawn-rate", type=float, default=None, help="users started per second (default users/2)")
     run.add_argument("--duration", type=int, default=DEFAULT_DURATION_S, help="seconds of load")
@@ -530,7 +536,7 @@ def _parser() -> argparse.ArgumentParser:
 def _argv(argv: Sequence[str] | None) -> list[str]:
     """`run` is the default command: `peak.py --users 8` is `peak.py run --users 8`."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in ("run", "seed", "report", "-h", "--help"):
+    if not args or args[0] not in ("run", "seed", "report"):
         args.insert(0, "run")
     return args
 

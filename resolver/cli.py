@@ -1,4 +1,4 @@
-"""The `tracecode` command line: migrate, serve, demo, token create, labels, import, export."""
+"""The `tracecode` command line: migrate, serve, demo, token create, labels, import, export, bench."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -173,6 +174,23 @@ def _date_arg(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"a date, YYYY-MM-DD, got {text!r}") from None
 
 
+BENCH_SUITES = {"peak": "peak.py"}  # `tracecode bench peak ...` runs bench/peak.py ...
+
+
+def _bench(suite: str, args: Sequence[str]) -> int:
+    """Run a benchmark script of the source checkout (bench/ is not part of the installed package)."""
+    script = Path(__file__).resolve().parent.parent / "bench" / BENCH_SUITES[suite]
+    if not script.is_file():
+        print(
+            f"tracecode bench: {script} not found. The benchmarks live in the source checkout's bench/ folder, "
+            "which is not installed: run `tracecode bench` from an editable install of a git clone "
+            "(`make install`), or `python bench/peak.py` there.",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.run([sys.executable, str(script), *args], check=False).returncode
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracecode", description="农产品质量安全追溯码服务 / trace-code service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("--to", dest="end", required=True, type=_date_arg, help="last day, YYYY-MM-DD")
     exporting.add_argument("--format", choices=("national", "epcis"), default="national")
     exporting.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    bench = commands.add_parser(
+        "bench",
+        help="run a load suite from the source checkout: `tracecode bench peak --users N --duration S` "
+        "(the rest of the line goes to bench/peak.py; `tracecode bench peak --help` lists it)",
+    )
+    bench.add_argument("suite", choices=sorted(BENCH_SUITES))
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="options of the suite")
     return parser
 
 
@@ -223,6 +248,8 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":  # the suite starts (or finds) its own servers
+        return _bench(args.suite, args.args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
