@@ -47,8 +47,11 @@ SEED_ENV = "TRACECODE_PEAK_SEED"
 LEDGER_ENV = "TRACECODE_PEAK_LEDGER"
 LEDGER_KEY = "tracecode_peak_ledger"
 ZIPF_EXPONENT = 1.0  # popularity of the k-th most scanned code ~ 1 / k**s
-MISTYPED_SHARE = 0.05
-NEVER_ISSUED_SHARE = 0.01
+# Of every 100 lookups of a consumer, 5 are mistyped and 1 never issued: exact shares, spread out (a burst of
+# bad lookups from one network would be rate limited, as it should be).
+LOOKUP_CYCLE = 100
+MISTYPED_SLOTS = frozenset({10, 30, 50, 70, 90})
+NEVER_ISSUED_SLOTS = frozenset({60})
 PAGE_SHARE = 0.3  # of the good lookups: the consumer's HTML page rather than the JSON document
 GATE_MISTYPED_SHARE = 0.03
 SCAN_KG = (5, 50)
@@ -222,16 +225,18 @@ class ConsumerUser(FastHttpUser):
     def on_start(self) -> None:
         self.seed = seed()
         self.rng = random.Random()
+        self.lookups = self.rng.randrange(LOOKUP_CYCLE)  # users start at different places of the cycle
 
     def _popular(self) -> str:
         return self.rng.choices(self.seed.package_codes, cum_weights=self.seed.cumulative_weights)[0]
 
     @task
     def look_up(self) -> None:
-        draw = self.rng.random()
-        if draw < MISTYPED_SHARE:
+        slot = self.lookups % LOOKUP_CYCLE
+        self.lookups += 1
+        if slot in MISTYPED_SLOTS:
             self._expect(f"/api/v1/codes/{mistype(self._popular(), self.rng)}", "resolve_mistyped", HTTP_BAD_REQUEST)
-        elif draw < MISTYPED_SHARE + NEVER_ISSUED_SHARE:
+        elif slot in NEVER_ISSUED_SLOTS:
             code = self.rng.choice(self.seed.never_issued)
             self._expect(f"/api/v1/codes/{code}", "resolve_never_issued", HTTP_NOT_FOUND)
         elif self.rng.random() < PAGE_SHARE:

@@ -353,6 +353,7 @@ def draw(series: Series, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     first = min(series.by_second)
     seconds = list(range(first, max(series.by_second) + 1))
@@ -384,7 +385,7 @@ def draw(series: Series, path: Path, title: str) -> None:
     top.set_ylabel("requests per second")
     top.set_ylim(bottom=0)
     top.grid(alpha=0.3)
-    top.legend(loc="lower center", fontsize=8, ncol=2)
+    top.legend(loc="lower right", fontsize=8, ncol=2)
     top.set_title(title, fontsize=10)
     for kinds, name, color in ((CONSUMER_KINDS, "consumers", "tab:blue"), (GATE_KINDS, "gates", "tab:orange")):
         bottom.plot(x, latency(kinds, 0.50), label=f"{name} p50", color=color, linewidth=1.1)
@@ -400,6 +401,9 @@ def draw(series: Series, path: Path, title: str) -> None:
                 label="recall" if number == 0 and axis is bottom else None,
             )
     bottom.set_yscale("log")
+    bottom.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    bottom.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    bottom.yaxis.set_minor_formatter(NullFormatter())
     bottom.set_ylabel("latency, ms (log scale)")
     bottom.set_xlabel("seconds since the first request")
     bottom.grid(alpha=0.3, which="both")
