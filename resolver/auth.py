@@ -1,21 +1,39 @@
-"""Bearer tokens: issued at random, stored as SHA-256 hashes, checked for role and scope."""
+"""Bearer tokens: issued at random, stored as SHA-256 hashes, checked for role and scope.
+
+Each worker keeps the tokens it has checked for TOKEN_CACHE_TTL_S (a gate sends every scan with the
+same token, and a Postgres round trip per request was a fifth of a scan's cost). A revocation is
+published on Redis and every worker that listens drops the token at once; a worker that missed the
+message (Redis down) still asks Postgres again within TOKEN_CACHE_TTL_S, so a revoked token is
+refused everywhere within that time at the latest.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 import asyncpg
+import redis.asyncio as aioredis
 from starlette.requests import Request
 
+from cache.keys import KEY_PREFIX, REDIS_RETRY_AFTER_S
+from cache.store import REDIS_ERRORS
 from resolver import queries
 from resolver.problems import Problem
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "tc_"
 TOKEN_BYTES = 32
 ROLES = ("admin", "regulator", "producer", "gate")
+TOKEN_CACHE_TTL_S = 1.0  # the longest a worker that missed a revocation message keeps accepting the token
+TOKEN_CACHE_SIZE = 10_000  # tokens per worker; full, the cache starts afresh
+REVOCATION_CHANNEL = KEY_PREFIX + "tokens:revoked:"  # + Redis db number -> ids of revoked tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +54,88 @@ class Principal:
         if self.scope.endswith("00"):
             return region_code[:4] == self.scope[:4]
         return region_code == self.scope
+
+
+class TokenCache:
+    """One worker's checked tokens: hash -> (token id, principal, when checked).
+
+    `generation` rises with every revocation heard, so that a lookup that started before a revocation
+    (and may have read the token as valid) does not put it back afterwards.
+    """
+
+    __slots__ = ("_channel", "_entries", "_redis", "generation", "is_listening")
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._entries: dict[bytes, tuple[int, Principal, float]] = {}
+        # Pub/sub channels span a server's databases; token ids do not: one channel per database.
+        self._channel = REVOCATION_CHANNEL + str(client.connection_pool.connection_kwargs.get("db", 0))
+        self.generation = 0
+        self.is_listening = False
+
+    def __repr__(self) -> str:
+        return f"TokenCache(tokens={len(self._entries)}, generation={self.generation})"
+
+    def get(self, token_hash: bytes) -> Principal | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if time.monotonic() - entry[2] >= TOKEN_CACHE_TTL_S:
+            del self._entries[token_hash]
+            return None
+        return entry[1]
+
+    def put(self, token_hash: bytes, token_id: int, principal: Principal, *, generation: int) -> None:
+        """Keep a token read from Postgres, unless a revocation was heard since the read began."""
+        if generation != self.generation:
+            return
+        if len(self._entries) >= TOKEN_CACHE_SIZE:
+            self._entries.clear()
+        self._entries[token_hash] = (token_id, principal, time.monotonic())
+
+    def drop(self, token_id: int) -> None:
+        self.generation += 1
+        for token_hash in [h for h, entry in self._entries.items() if entry[0] == token_id]:
+            del self._entries[token_hash]
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    async def publish_revocation(self, token_id: int) -> None:
+        """Tell every worker of every instance; raises on a Redis error (the caller decides)."""
+        self.drop(token_id)
+        await self._redis.publish(self._channel, token_id)
+
+    async def listen(self) -> None:
+        """Drop every token announced as revoked, until cancelled. Messages missed while the connection is
+        down cannot be replayed: on reconnecting the cache starts afresh."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self.clear()
+                    self.is_listening = True
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.drop(int(message["data"]))
+            except REDIS_ERRORS as exc:
+                logger.warning("token revocation channel lost, resubscribing: %r", exc)
+            finally:
+                self.is_listening = False
+                self.clear()
+            await asyncio.sleep(REDIS_RETRY_AFTER_S)
+
+
+def token_cache(request: Request) -> TokenCache:
+    """The worker's token cache, made on first use with its listener among the worker's background tasks
+    (cancelled at shut-down with them)."""
+    state = request.app.state
+    cache: TokenCache | None = getattr(state, "token_cache", None)
+    if cache is None:
+        cache = state.token_cache = TokenCache(state.redis)
+        state.background.spawn(cache.listen())
+    return cache
 
 
 def new_token() -> str:
@@ -66,10 +166,18 @@ async def authenticate(request: Request) -> Principal:
     admin_token: str | None = request.app.state.settings.admin_token
     if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal("admin", "")
-    row = await request.app.state.pool.fetchrow(queries.TOKEN_BY_HASH, hash_token(token))
+    token_hash = hash_token(token)
+    cache = token_cache(request)
+    principal = cache.get(token_hash)
+    if principal is not None:
+        return principal
+    generation = cache.generation
+    row = await request.app.state.pool.fetchrow(queries.TOKEN_BY_HASH, token_hash)
     if row is None:
         raise Problem(401, "unauthorized", "未认证", "令牌无效或已撤销", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(row["role"], row["scope"])
+    principal = Principal(row["role"], row["scope"])
+    cache.put(token_hash, row["id"], principal, generation=generation)
+    return principal
 
 
 def forbidden(detail: str) -> Problem:

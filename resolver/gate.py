@@ -1,15 +1,23 @@
 """Market gates (扫码交易, 入场查验): markets, gate scans that admit or reject a lot, and trades out of entries.
 
-A gate scan is decided and recorded by one Postgres statement (`tracecode_gate_scan`), so the
+Gate scans are decided and recorded by one Postgres statement (`tracecode_gate_scans`), so an
 answer is durable before it is sent, the batch's quantity is checked and raised under a row lock
 held only inside Postgres, and a repeated idempotency key returns the first answer and writes
 nothing, whichever worker the repeat reaches.
+
+Group commit: a worker sends the scans that arrive while its previous statement runs as the next
+statement, with one commit for all of them (`GroupCommit`). Each scan is decided as it would be
+alone; each answer waits for the commit of its group. A group that fails as a whole (a key raced
+on another worker, or one scan the database refuses) wrote nothing and is run again one scan at a
+time, so one bad scan fails alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -20,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cache.local import LocalTier
+from cache.store import DocumentCache
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse
 from resolver import queries
@@ -31,6 +41,10 @@ from resolver.resolve import POSTGRES_ERRORS, refresh_chain, store_unavailable
 from resolver.responses import ORJSONResponse
 
 logger = logging.getLogger(__name__)
+
+GROUP_MAX_SCANS = 256  # scans in one statement; more wait for the next
+GROUPS_IN_FLIGHT = 1  # statements of one worker running at once: the next group gathers while one runs
+RETRIED_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)  # a key raced: run again
 
 REASON_MESSAGES = {
     "unknown_code": "追溯码未登记，禁止入场",
@@ -106,6 +120,122 @@ async def _market_region(request: Request, market_id: int) -> str:
     return region
 
 
+@dataclass(slots=True)
+class PendingScan:
+    """One scan's arguments of `tracecode_gate_scans`, and where its row goes once its group committed."""
+
+    market_id: int
+    gate: str
+    key: str
+    request_hash: bytes
+    code: str
+    quantity: Decimal
+    unit: str
+    voucher_code: str
+    answer: asyncio.Future[asyncpg.Record] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc)
+
+
+class GroupCommit:
+    """One worker's gate scans, sent in groups: `row = await groups.decide(scan)` once its group committed.
+
+    No task lives between bursts: the first scan of a burst starts a sender, which sends what has gathered,
+    then what gathered meanwhile, and ends when nothing is left (so nothing is left behind at shut-down).
+    After each commit it drops the cached documents of each batch that gained an entry, once per group.
+    """
+
+    __slots__ = ("_cache", "_local", "_pool", "_queue", "_senders", "groups", "scans")
+
+    def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier) -> None:
+        self._pool = pool
+        self._cache = cache
+        self._local = local
+        self._queue: list[PendingScan] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self.groups = 0
+        self.scans = 0
+
+    def __repr__(self) -> str:
+        return f"GroupCommit(groups={self.groups}, scans={self.scans}, waiting={len(self._queue)})"
+
+    async def decide(self, scan: PendingScan) -> asyncpg.Record:
+        """The scan's row of `tracecode_gate_scans`, after the commit. Cancelling the caller does not stop the
+        scan: it is decided and recorded with its group all the same (a retry of its key replays it)."""
+        self._queue.append(scan)
+        if len(self._senders) < GROUPS_IN_FLIGHT:
+            task = asyncio.create_task(self._send_all())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        return await asyncio.shield(scan.answer)
+
+    async def _send_all(self) -> None:
+        group: list[PendingScan] = []
+        try:
+            await asyncio.sleep(0)  # scans whose bodies arrived in this turn of the loop join the first group
+            while self._queue:
+                group = self._queue[:GROUP_MAX_SCANS]
+                del self._queue[:GROUP_MAX_SCANS]
+                await self._send(group)
+        except BaseException as exc:  # cancelled at shut-down, or a bug: no scan may wait for ever
+            for scan in group:
+                scan.fail(store_unavailable() if isinstance(exc, asyncio.CancelledError) else exc)
+            raise
+
+    async def _send(self, group: list[PendingScan], *, is_retry: bool = False) -> None:
+        self.groups += 1
+        self.scans += len(group)
+        try:
+            rows = await self._pool.fetch(
+                queries.GATE_SCANS, [s.market_id for s in group], [s.gate for s in group], [s.key for s in group],
+                [s.request_hash for s in group], [s.code for s in group], [s.quantity for s in group],
+                [s.unit for s in group], [s.voucher_code for s in group], china_today(),
+            )  # fmt: skip
+        except POSTGRES_ERRORS as exc:
+            logger.warning("%d gate scans not recorded, postgres unavailable: %r", len(group), exc)
+            for scan in group:
+                scan.fail(store_unavailable())
+            return
+        except asyncpg.PostgresError as exc:  # the statement wrote nothing
+            if len(group) > 1:
+                logger.info("a group of %d gate scans failed (%r): running them one by one", len(group), exc)
+                await asyncio.gather(*(self._send([scan]) for scan in group))
+            elif not is_retry and isinstance(exc, RETRIED_ERRORS):
+                await self._send(group, is_retry=True)
+            else:
+                group[0].fail(exc)
+            return
+        await self._refresh_chains(rows)
+        for row in rows:
+            answer = group[row["ord"] - 1].answer
+            if not answer.done():
+                answer.set_result(row)
+
+    async def _refresh_chains(self, rows: list[asyncpg.Record]) -> None:
+        """resolve.refresh_chain for each batch that gained an entry, once: best effort, as there."""
+        batches = {row["batch_id"] for row in rows if row["decision"] == "accept" and not row["is_replay"]}
+        for batch_id in batches:
+            self._local.drop_batch(batch_id)
+        done = await asyncio.gather(
+            *(self._cache.invalidate_batch(batch_id, always_publish=False) for batch_id in batches),
+            return_exceptions=True,
+        )
+        for batch_id, result in zip(batches, done, strict=True):
+            if isinstance(result, Exception):
+                logger.warning("cached documents of batch %d not invalidated: %r", batch_id, result)
+
+
+def group_commit(request: Request) -> GroupCommit:
+    """The worker's GroupCommit, made on first use."""
+    state = request.app.state
+    groups: GroupCommit | None = getattr(state, "gate_groups", None)
+    if groups is None:
+        groups = state.gate_groups = GroupCommit(state.pool, state.cache, state.local)
+    return groups
+
+
 def _reasons(codes: list[str]) -> list[dict[str, str]]:
     return [{"code": code, "message": REASON_MESSAGES[code]} for code in codes]
 
@@ -141,17 +271,14 @@ async def gate_scan(request: Request) -> Response:
     state = request.app.state
     try:
         voucher = await state.issuer.one(state.pool, CodeType.MARKET_ENTRY, await _market_region(request, market_id))
-        row = await state.pool.fetchrow(
-            queries.GATE_SCAN, market_id, gate, body.idempotency_key, _request_hash(body), code, body.quantity,
-            body.unit, voucher, china_today(),
-        )  # fmt: skip
     except POSTGRES_ERRORS as exc:
         logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
         raise store_unavailable() from exc
+    row = await group_commit(request).decide(
+        PendingScan(market_id, gate, body.idempotency_key, _request_hash(body), code, body.quantity, body.unit, voucher)
+    )
     if row["is_conflict"]:
         raise _key_reused()
-    if row["decision"] == "accept" and not row["is_replay"]:
-        await refresh_chain(request, row["batch_id"])
     answer: dict[str, Any] = {
         "decision": row["decision"],
         "reasons": _reasons(row["reasons"]),

@@ -59,7 +59,7 @@ ON CONFLICT (code_type, region_code) DO UPDATE SET next_seq = s.next_seq + $3
 RETURNING next_seq - $3
 """
 
-TOKEN_BY_HASH = "SELECT role, scope FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+TOKEN_BY_HASH = "SELECT id, role, scope FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL"
 
 INSERT_TOKEN = "INSERT INTO tokens (token_hash, role, scope) VALUES ($1, $2, $3) RETURNING id"
 
@@ -123,7 +123,9 @@ ENTRY_REGION = """
 SELECT m.region_code FROM gate_entries e JOIN markets m ON m.id = e.market_id WHERE e.voucher_code = $1
 """
 
-GATE_SCAN = "SELECT * FROM tracecode_gate_scan($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# A group of gate scans, one array element per scan (see schema/migrations/0006); rows carry `ord`, the scan's
+# 1-based position in the arrays.
+GATE_SCANS = "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 TRADE = "SELECT * FROM tracecode_trade($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass
 
@@ -11,17 +12,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cache.store import REDIS_ERRORS
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType
 from codegen.longform import compose_long
 from resolver import queries
-from resolver.auth import Principal, authenticate, create_token, forbidden
+from resolver.auth import TOKEN_CACHE_TTL_S, Principal, authenticate, create_token, forbidden, token_cache
 from resolver.bodies import BatchIn, ProducerIn, TokenIn, read_json
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.documents import CHINA_TZ
 from resolver.issuer import CodeIssuer
 from resolver.problems import Problem, invalid
 from resolver.responses import ORJSONResponse
+
+logger = logging.getLogger(__name__)
 
 _GATE_SCOPE = re.compile(r"[0-9]{1,18}/[0-9A-Za-z_-]{1,32}")
 
@@ -39,7 +43,8 @@ async def create_token_route(request: Request) -> Response:
 
 
 async def revoke_token(request: Request) -> Response:
-    """DELETE /api/v1/tokens/{id} (admin): the token stops working at once."""
+    """DELETE /api/v1/tokens/{id} (admin): the token stops working at once on this worker, on the others as
+    soon as they hear of it, and everywhere within TOKEN_CACHE_TTL_S at the latest (see resolver.auth)."""
     principal = await authenticate(request)
     if not principal.is_admin:
         raise forbidden("只有管理员可以撤销令牌")
@@ -49,6 +54,11 @@ async def revoke_token(request: Request) -> Response:
         raise Problem(404, "unknown_token", "令牌不存在", "令牌编号无效") from None
     if await request.app.state.pool.fetchval(queries.REVOKE_TOKEN, token_id) is None:
         raise Problem(404, "unknown_token", "令牌不存在", f"令牌 {token_id} 不存在或已撤销")
+    try:
+        await token_cache(request).publish_revocation(token_id)
+    except REDIS_ERRORS as exc:  # revoked in Postgres all the same: the other workers' caches expire it
+        logger.warning("revocation of token %d not published, other workers refuse it within %.0f s: %r",
+                       token_id, TOKEN_CACHE_TTL_S, exc)  # fmt: skip
     return Response(status_code=204)
 
 

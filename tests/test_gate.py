@@ -4,14 +4,17 @@ import asyncio
 import datetime as dt
 import secrets
 import time
+from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from codegen.format import compose, is_valid, region_of, type_of
 from resolver.app import create_app
+from resolver.gate import GroupCommit, PendingScan
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch, register_producer, serving, subprocess_env
@@ -346,3 +349,117 @@ async def test_scan_counts_survive_a_restart_of_redis_and_of_the_service(setting
 
     assert first["count"] == 3
     assert second["count"] == 5 and second["first_at"] == first["first_at"]
+
+
+# Group commit: the scans a worker receives while its previous statement runs go as one statement.
+
+
+def _pending(
+    market: int, code: str, *, key: str | None = None, quantity: int = 1, voucher: str | None = None
+) -> PendingScan:
+    voucher = voucher or compose(3, "630103", secrets.randbelow(10**11))
+    key = key or secrets.token_hex(8)
+    return PendingScan(market, "g-1", key, key.encode(), code, Decimal(quantity), "kg", voucher)
+
+
+async def test_scans_arriving_together_go_as_one_group_each_decided_alone(service: Service) -> None:
+    market = await make_market(service)
+    small, other = await register_batch(service, quantity=3), await register_batch(service, certificate=None)
+    never_issued = compose(1, "630121", secrets.randbelow(10**11))
+    groups = group_commit_of(service)
+    scans = [_pending(market, small["trace_code"]) for _ in range(5)]
+    scans += [_pending(market, other["trace_code"]), _pending(market, never_issued)]
+    before = service.query_log.count("tracecode_gate_scans")
+
+    rows = await asyncio.gather(*(groups.decide(scan) for scan in scans))
+
+    assert service.query_log.count("tracecode_gate_scans") - before == 1
+    # Scans that arrive together have no order: which three of the five get the last 3 kg is not defined.
+    assert sorted(r["decision"] for r in rows[:5]) == ["accept"] * 3 + ["reject"] * 2
+    assert [r["reasons"] for r in rows[:5] if r["decision"] == "reject"] == [["quantity_exceeds_batch"]] * 2
+    assert [r["reasons"] for r in rows[5:]] == [["no_certificate"], ["unknown_code"]]
+    assert all(r["voucher_code"] == s.voucher_code for r, s in zip(rows, scans, strict=True) if r["voucher_code"])
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", small["batch_id"]) == 3
+        assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 7
+
+
+async def test_one_bad_scan_fails_alone(service: Service) -> None:
+    market = await make_market(service)
+    batch = await register_batch(service)
+    taken = (await scan(service, await token(service, "gate", f"{market}/x"), batch["trace_code"]))["voucher_code"]
+    groups = group_commit_of(service)
+    good = [_pending(market, batch["trace_code"]) for _ in range(4)]
+    bad = _pending(market, batch["trace_code"], voucher=taken)  # the database refuses its entry
+
+    answers = await asyncio.gather(*(groups.decide(s) for s in [*good[:2], bad, *good[2:]]), return_exceptions=True)
+
+    assert isinstance(answers[2], asyncpg.UniqueViolationError)
+    assert [a["decision"] for a in answers if not isinstance(a, BaseException)] == ["accept"] * 4
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 10 + 4
+        assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 5
+
+
+async def test_a_key_twice_in_one_group_is_one_scan_and_its_replay(service: Service) -> None:
+    market = await make_market(service)
+    batch = await register_batch(service)
+    groups = group_commit_of(service)
+    first, again = (_pending(market, batch["trace_code"], key="same", quantity=5) for _ in range(2))
+
+    rows = await asyncio.gather(groups.decide(first), groups.decide(again))
+
+    assert sorted(r["is_replay"] for r in rows) == [False, True]
+    assert rows[0]["voucher_code"] == rows[1]["voucher_code"] and not any(r["is_conflict"] for r in rows)
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 5
+
+
+async def test_a_key_racing_with_another_workers_group_is_replayed(service: Service) -> None:
+    market = await make_market(service)
+    batch = await register_batch(service)
+    # A code never issued: neither group locks a batch for it, so they meet at the key itself.
+    racer = _pending(market, compose(1, "630121", secrets.randbelow(10**11)), key="raced")
+    neighbour = _pending(market, batch["trace_code"])
+    other_worker = await asyncpg.connect(service.settings.database_url)
+    try:
+        async with other_worker.transaction():  # the other worker's group, not yet committed
+            await other_worker.fetch(
+                "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8, $9)", [market], ["g-2"],
+                [racer.key], [racer.request_hash], [racer.code], [racer.quantity], ["kg"],
+                [compose(3, "630103", secrets.randbelow(10**11))], dt.date.today(),
+            )  # fmt: skip
+            groups = group_commit_of(service)
+            before = service.query_log.count("tracecode_gate_scans")
+            waiting = asyncio.gather(groups.decide(racer), groups.decide(neighbour))
+            await _until_blocked(service)
+        rows = await waiting
+    finally:
+        await other_worker.close()
+
+    assert rows[0]["is_replay"] and rows[0]["reasons"] == ["unknown_code"] and not rows[0]["is_conflict"]
+    assert rows[1]["decision"] == "accept" and not rows[1]["is_replay"]
+    assert service.query_log.count("tracecode_gate_scans") - before == 3  # the group, then each scan alone
+    async with service.app.state.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 1
+        assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 2
+
+
+async def _until_blocked(service: Service) -> None:
+    """Until a backend of the service waits for a lock (its group met the other worker's uncommitted row)."""
+    async with service.app.state.pool.acquire() as conn:
+        for _ in range(500):
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("the group never waited for the other worker")
+
+
+def group_commit_of(service: Service) -> GroupCommit:
+    groups: GroupCommit = getattr(service.app.state, "gate_groups", None) or GroupCommit(
+        service.app.state.pool, service.app.state.cache, service.app.state.local
+    )
+    service.app.state.gate_groups = groups
+    return groups

@@ -36,7 +36,9 @@ BEGIN
            array_agg(tc.trade_id ORDER BY u.i)
       INTO v_types, v_batches, v_trades
       FROM unnest(p_codes) WITH ORDINALITY AS u(code, i)
-      LEFT JOIN trace_codes tc ON tc.code = u.code::char(20);
+      -- LATERAL ... LIMIT 1: one index probe of one partition per code, never a hash join over every partition.
+      LEFT JOIN LATERAL (SELECT t.code_type, t.batch_id, t.trade_id FROM trace_codes t
+                          WHERE t.code = u.code::char(20) LIMIT 1) tc ON true;
 
     PERFORM 1 FROM batches b
      WHERE b.id IN (SELECT x.batch_id FROM unnest(v_types, v_batches, v_trades) AS x(code_type, batch_id, trade_id)
