@@ -28,7 +28,7 @@ class CpuSnapshot:
     machine_steal_s: float
     group_s: float  # the server's process group
     postgres_s: float  # the Postgres backends serving the benchmark's database
-    redis_s: float  # every redis-server on the machine
+    redis_s: float  # the benchmark's own redis-server when it has one, else every redis-server on the machine
     children_s: float  # terminated, waited-for children of this process: the load generator runs
 
     def __sub__(self, other: CpuSnapshot) -> CpuSnapshot:
@@ -91,9 +91,10 @@ def _children_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def snapshot(group: int | None, database: str) -> CpuSnapshot:
+def snapshot(group: int | None, database: str, redis_pid: int | None = None) -> CpuSnapshot:
     """CPU seconds so far: the machine, process group `group`, the Postgres backends of `database`, Redis, and
-    our finished children. Other Postgres backends (someone else's tests on a shared machine) are not counted."""
+    our finished children. Other Postgres backends (someone else's tests on a shared machine) are not counted;
+    with `redis_pid` (a redis-server of the benchmark's own) neither are other redis-servers."""
     busy, steal = _machine()
     group_s = postgres_s = redis_s = 0.0
     if is_available():
@@ -102,6 +103,6 @@ def snapshot(group: int | None, database: str) -> CpuSnapshot:
                 group_s += seconds
             elif name.startswith("postgres") and _is_backend_of(pid, database):
                 postgres_s += seconds
-            elif name.startswith("redis-server"):
+            elif name.startswith("redis-server") and redis_pid in (None, pid):
                 redis_s += seconds
     return CpuSnapshot(busy, steal, group_s, postgres_s, redis_s, _children_s())

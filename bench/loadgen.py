@@ -3,8 +3,8 @@
 Both run in a process of their own, keep `connections` HTTP/1.1 connections busy for `duration_s`
 (closed loop: each connection sends its next request when the answer to the last one is in), ask
 for the lines of a paths file in order, so that no path is asked twice until the file is used up,
-and report requests, p50 and p99 latency, answers whose status was not an expected one, and
-answers 429 (the service's rate limit).
+and report requests, p50 and p99 latency, answers whose status was not an expected one, answers
+429 (the service's rate limit), and how many answers came with each status.
 
     python bench/loadgen.py URL PATHS_FILE --connections 64 --duration 10 --expect 200
 
@@ -20,10 +20,11 @@ import shutil
 import sys
 import time
 from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 SUMMARY_MARK = "BENCH_JSON "
@@ -50,6 +51,12 @@ class LoadResult:
     timeouts: int
     wrapped: int  # times the paths file was used up and started again (0 = no path asked twice)
     paths: int  # lines of the paths file that the generator loaded
+    statuses: Mapping[int, int] = field(default_factory=dict)  # answers by HTTP status
+
+    @property
+    def non_2xx(self) -> dict[int, int]:
+        """Answers whose status was not 2xx, by status."""
+        return {status: n for status, n in sorted(self.statuses.items()) if not 200 <= status < 300}
 
     @property
     def rps(self) -> float:
@@ -92,15 +99,15 @@ async def _run_command(args: Sequence[str], timeout_s: float) -> str:
     return text
 
 
-def _summary(text: str, generator: str) -> dict[str, float]:
+def _summary(text: str, generator: str) -> dict[str, Any]:
     for line in text.splitlines():
         if line.startswith(SUMMARY_MARK):
-            summary: dict[str, float] = json.loads(line[len(SUMMARY_MARK) :])
+            summary: dict[str, Any] = json.loads(line[len(SUMMARY_MARK) :])
             return summary
     raise RuntimeError(f"{generator} printed no summary:\n{text}")
 
 
-def _result(summary: dict[str, float]) -> LoadResult:
+def _result(summary: dict[str, Any]) -> LoadResult:
     return LoadResult(
         requests=int(summary["requests"]),
         duration_s=summary["duration_s"],
@@ -113,6 +120,7 @@ def _result(summary: dict[str, float]) -> LoadResult:
         timeouts=int(summary["timeouts"]),
         wrapped=int(summary["wrapped"]),
         paths=int(summary["paths"]),
+        statuses={int(status): int(n) for status, n in summary.get("statuses", {}).items()},
     )
 
 
@@ -220,6 +228,7 @@ class _Run:
         self.latencies_ns = array("q")
         self.unexpected = 0
         self.limited = 0
+        self.statuses: Counter[int] = Counter()
         self.socket_errors = 0
         self.open_connections = 0
         self.finished = asyncio.Event()
@@ -291,6 +300,7 @@ class _Connection(asyncio.Protocol):
             self._finish()
             return
         run.latencies_ns.append(now - self._sent_ns)
+        run.statuses[self._status] += 1
         if self._status not in run.expect:
             run.unexpected += 1
         if self._status == HTTP_TOO_MANY_REQUESTS:
@@ -324,7 +334,7 @@ def _percentile_ms(sorted_ns: list[int], fraction: float) -> float:
 
 async def _python_load(
     url: str, paths: list[bytes], *, connections: int, duration_s: float, expect: set[int], accept: str
-) -> dict[str, float]:
+) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
@@ -354,6 +364,7 @@ async def _python_load(
         "timeouts": 0,
         "wrapped": run.wrapped,
         "paths": len(paths),
+        "statuses": {str(status): n for status, n in sorted(run.statuses.items())},
     }
 
 

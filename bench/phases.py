@@ -3,12 +3,18 @@
 `measure()` runs the warm-up paths for a short while (connections opened, pools filled, code
 paths hot), then the measured paths, and reads around the measured run where the CPU went (the
 server's process group, the load generator, Postgres, Redis, anything else) and what the
-service asked Redis (hits, misses, keys added), so that a cold phase can show that it was cold
-and a malformed phase that it touched nothing.
+service asked Redis (hits, misses, keys added), so that a cold phase can show that it was cold.
+
+With a store probe (bench/stores.py) it also counts the service's Redis commands by name and its
+Postgres transactions during the run; a phase that claims no store I/O per request (`idle_first`)
+is preceded by an idle interval of the same length, read the same way, which shows what the
+service does on its own (scan counters synced 4 times a second, flushed every 2 s, metrics
+published every 5 s) so that the rest can be put on the requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +26,9 @@ from cputime import CpuSnapshot, snapshot
 from dataset import PRODUCT_NAME, Dataset
 from loadgen import LoadGenerator, LoadResult
 from serverproc import get_status
+from stores import PG_REPORT_LAG_S, SETTLE_S, StoreIO, StoreProbe
+
+PRIME_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,7 @@ class Phase:
     accept: str = ""
     warmup_paths: Sequence[str] | None = None  # None: the same as `paths`
     is_unique: bool = False  # each path is meant to be asked once (a cold phase): say so when one is asked again
+    idle_first: bool = False  # claims no store I/O per request: measure an idle interval of the same length first
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,18 @@ class Measurement:
     load: LoadResult
     cpu: CpuSnapshot  # CPU seconds used during the measured run
     redis: RedisCounters  # changes during the measured run (commands include the 2 of the probe)
+    store: StoreIO | None = None  # the service's store I/O during the measured run (with a store probe)
+    idle: StoreIO | None = None  # ... during an idle interval of the same length right before (idle_first phases)
+
+    @property
+    def net_store(self) -> StoreIO | None:
+        """Store I/O of the run less that of the idle interval: what the requests themselves caused."""
+        if self.store is None:
+            return None
+        return self.store - self.idle if self.idle is not None else self.store
+
+    def per_request(self, count: int) -> float:
+        return count / self.load.requests if self.load.requests else 0.0
 
     def cores(self, seconds: float) -> float:
         """CPU seconds over the run as cores kept busy."""
@@ -115,6 +137,9 @@ class Measurement:
                 "commands": self.redis.commands,
                 "keys_added": self.redis.keys,
             },
+            "statuses": {str(status): n for status, n in sorted(load.statuses.items())},
+            "store_io": self.store.to_json() if self.store is not None else None,
+            "store_io_idle": self.idle.to_json() if self.idle is not None else None,
         }
 
 
@@ -134,9 +159,15 @@ class Runner:
     connections: int
     duration_s: float
     warmup_s: float
+    probe: StoreProbe | None = None  # counts the service's store I/O when given
+    redis_pid: int | None = None  # the benchmark's own redis-server, whose CPU alone counts as Redis's
 
     async def measure(self, phase: Phase, url: str, group: int | None) -> Measurement:
         """Warm up, then measure `phase` against the server on `url` whose process group is `group`."""
+        probe = self.probe
+        idle = None
+        if probe is not None and phase.idle_first:
+            idle = await probe.idle(self.duration_s)
         with tempfile.TemporaryDirectory(prefix="tracecode-bench-") as tmp:
             directory = Path(tmp)
             measured = write_paths(directory, "measured", phase.paths)
@@ -146,15 +177,20 @@ class Runner:
                     url, warmup, connections=self.connections, duration_s=self.warmup_s,
                     expect=phase.expect, accept=phase.accept,
                 )  # fmt: skip
+            store_before = await probe.read() if probe is not None else None
             redis_before = await redis_counters(self.redis)
-            cpu_before = snapshot(group, self.database)
+            cpu_before = snapshot(group, self.database, self.redis_pid)
             load = await self.generator.run(
                 url, measured, connections=self.connections, duration_s=self.duration_s,
                 expect=phase.expect, accept=phase.accept,
             )  # fmt: skip
-            cpu = snapshot(group, self.database) - cpu_before
+            cpu = snapshot(group, self.database, self.redis_pid) - cpu_before
             redis = await redis_counters(self.redis) - redis_before
-        return Measurement(phase.name, phase.is_unique, load, cpu, redis)
+            store = None
+            if probe is not None and store_before is not None:
+                # All of the run's Postgres work: idle_first phases claim none per request, so wait for every report.
+                store = await probe.read(settle_s=PG_REPORT_LAG_S if phase.idle_first else SETTLE_S) - store_before
+        return Measurement(phase.name, phase.is_unique, load, cpu, redis, store, idle)
 
 
 def median_measurement(runs: Sequence[Measurement]) -> Measurement:
@@ -168,7 +204,22 @@ def ceiling_phase() -> Phase:
 
 
 def warm_phase(data: Dataset) -> Phase:
-    return Phase("warm", [f"/api/v1/codes/{data.warm_code}"])
+    """One code over and over: this worker's in-process tier answers, no store I/O per request."""
+    return Phase("warm", [f"/api/v1/codes/{data.warm_code}"], idle_first=True)
+
+
+def redis_phase(hot_codes: Sequence[str]) -> Phase:
+    """Hot codes, all in Redis, on a server whose in-process tier is off: one Redis round trip per request.
+
+    Prime the codes into Redis first (`prime`): the warm-up is too short to load many codes from Postgres.
+    """
+    return Phase("redis", [f"/api/v1/codes/{code}" for code in hot_codes])
+
+
+def postgres_phase(hot_codes: Sequence[str]) -> Phase:
+    """The same hot codes on a server that cannot reach Redis and has no in-process tier: every request one
+    Postgres query. Consecutive requests ask different codes, so a worker's single-flight seldom merges them."""
+    return Phase("postgres", [f"/api/v1/codes/{code}" for code in hot_codes])
 
 
 def page_phase(data: Dataset) -> Phase:
@@ -176,12 +227,16 @@ def page_phase(data: Dataset) -> Phase:
 
 
 def malformed_phase(data: Dataset) -> Phase:
-    """A wrong check digit: 400 before any I/O, or 429 once the client's rate limit on bad lookups trips.
+    """Nothing but a wrong check digit, from one client network: refused before any I/O, with 400 (the parse)
+    until the rate limit on bad lookups trips, then 429 (the limit) until its cooldown ends.
 
-    Both are refusals without I/O. A limit that trips lasts its cooldown for the whole client network
-    (all of 127.0.0.0/24 here), so run this phase last on a server (a restart clears the workers' limits).
+    The limit (resolver/ratelimit.py) trips per worker once a network's bad lookups in its 60 s window are 30
+    or more and at least half of its lookups: on a fresh server that is the 30th bad code; after other phases
+    it is whenever the window's good lookups are outnumbered or the window rolls over, so the mix of 400 and
+    429 depended on phase timing. Run this phase alone on a fresh server (the 429 lasts 60 s and covers the
+    whole network, 127.0.0.0/24 here): the first 30 per worker (400) fall in the warm-up, the run is 429s.
     """
-    return Phase("malformed", [f"/api/v1/codes/{data.malformed_code}"], expect=(400, 429))
+    return Phase("malformed", [f"/api/v1/codes/{data.malformed_code}"], expect=(400, 429), idle_first=True)
 
 
 def cold_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
@@ -192,6 +247,19 @@ def cold_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
         warmup_paths=[f"/api/v1/codes/{code}" for code in warmup],
         is_unique=True,
     )
+
+
+async def prime(url: str, paths: Sequence[str]) -> None:
+    """Ask each path once, a few at a time, so that its document is cached in Redis; RuntimeError unless 200."""
+    gate = asyncio.Semaphore(PRIME_CONCURRENCY)
+
+    async def ask(path: str) -> None:
+        async with gate:
+            status, body = await get_status(url, path, timeout_s=30.0)
+        if status != 200:
+            raise RuntimeError(f"GET {path} answered {status} {body[:300]!r} while priming")
+
+    await asyncio.gather(*(ask(path) for path in paths))
 
 
 async def check_answers(url: str, data: Dataset) -> None:

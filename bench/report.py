@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -87,3 +87,72 @@ def medians(by_name: dict[str, list[Measurement]]) -> list[tuple[str, Measuremen
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+def statuses_text(statuses: Mapping[int, int]) -> str:
+    """Answers by status, e.g. "400: 60, 429: 29,153"; "-" for none."""
+    return ", ".join(f"{status}: {n:,}" for status, n in sorted(statuses.items())) or "-"
+
+
+def per_request_text(count: int, requests: int) -> str:
+    """A count per request, "0" when exactly none, enough digits to see one in a thousand."""
+    if count == 0:
+        return "0"
+    value = count / requests if requests else 0.0
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.4f}"
+
+
+def store_io_table(labelled: Sequence[tuple[str, Measurement]]) -> str:
+    """The service's Redis commands and Postgres transactions in each run, against an idle interval of the same
+    length right before it where one was measured, and what is left per request."""
+    rows = []
+    for label, m in labelled:
+        store, idle, net = m.store, m.idle, m.net_store
+        if store is None or net is None:
+            continue
+        requests = m.load.requests
+        rows.append(
+            [
+                label, f"{requests:,}",
+                f"{store.redis_total:,}", f"{idle.redis_total:,}" if idle else "-", f"{net.redis_total:,}",
+                per_request_text(net.redis_total, requests),
+                f"{store.postgres_xacts:,}", f"{idle.postgres_xacts:,}" if idle else "-", f"{net.postgres_xacts:,}",
+                per_request_text(net.postgres_xacts, requests),
+            ]
+        )  # fmt: skip
+    headers = ["run", "requests", "redis cmds", "idle", "net", "/req", "pg xacts", "idle", "net", "/req"]
+    return table(headers, rows)
+
+
+def store_commands_lines(labelled: Sequence[tuple[str, Measurement]]) -> list[str]:
+    """Per run: the Redis commands by name, in the run and in its idle interval."""
+    lines = []
+    for label, m in labelled:
+        if m.store is None:
+            continue
+        line = f"  {label}: {m.store.describe_commands()}"
+        if m.idle is not None:
+            line += f" | idle: {m.idle.describe_commands()}"
+        lines.append(line)
+    return lines
+
+
+def cpu_per_request_table(labelled: Sequence[tuple[str, Measurement]]) -> str:
+    """Microseconds of CPU per answer in the server, Postgres, Redis and the load generator: what limits a run."""
+    rows = []
+    for label, m in labelled:
+        requests = m.load.requests
+        cpu = m.cpu
+
+        def us(seconds: float, requests: int = requests) -> str:
+            return f"{seconds / requests * 1e6:.0f}" if requests else "-"
+
+        busy = cpu.group_s + cpu.postgres_s + cpu.redis_s + cpu.children_s
+        rows.append(
+            [
+                label, f"{m.load.rps:,.0f}", us(cpu.group_s), us(cpu.postgres_s), us(cpu.redis_s), us(cpu.children_s),
+                us(busy), f"{m.cores(busy):.2f}", f"{m.cores(m.other_cpu_s):.2f}",
+            ]
+        )  # fmt: skip
+    headers = ["run", "req/s", "server", "postgres", "redis", "generator", "all four", "cores", "other cores"]
+    return table(headers, rows)
