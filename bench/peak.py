@@ -85,6 +85,7 @@ KIND_ORDER = (
 CONSUMER_KINDS = frozenset({"resolve", "page", "resolve_mistyped", "resolve_never_issued"})
 GATE_KINDS = frozenset({"gate_scan", "trade"})
 PERCENTILES = (0.50, 0.95, 0.99)
+CPU_WARNING = "CPU usage"  # locust's warning, in its log, when one of its processes is above 90 %
 
 
 # Seeding, through the API: the same for a server started here and a remote deployment.
@@ -560,9 +561,21 @@ def _locust_run(args: argparse.Namespace, recalls: int) -> LocustRun:
     )  # fmt: skip
 
 
+def print_generator_limit(out: Path) -> None:
+    """Say so when locust warned that a process of its own ran out of CPU: then it, not the server, set the pace."""
+    log = out / "locust.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if CPU_WARNING in text:
+        print(
+            "locust warned that its CPU was above 90 %: the load generator limited this run (its latencies include "
+            "its own queueing); spread it with --processes, or workers on other machines (bench/PEAK.md)"
+        )
+
+
 def _finish(out: Path, ledger: dict[str, Any], durability: Durability, title: str) -> int:
     report(out, ledger, title)
     print_failures(out)
+    print_generator_limit(out)
     print(durability.describe())
     print(f"run folder: {out}")
     return 1 if durability.is_ok is False else 0
