@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import asyncpg
 import orjson
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -65,7 +66,19 @@ TRADE_ERRORS = {
     "unit_mismatch": (422, "计量单位与入场登记不符"),
 }
 
-IdempotencyKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), Printable]
+
+def _printable(value: str) -> str:
+    """bodies.Printable, with a fast path for printable ASCII (what scanners send): 1 us instead of ~12 for
+    unicodedata's look-up of each character. Anything else gets the same check as every other body."""
+    if value.isascii() and value.isprintable():
+        return value
+    return _PRINTABLE_CHECK(value)
+
+
+_PRINTABLE_CHECK = cast("Callable[[str], str]", Printable.func)
+_FastPrintable = AfterValidator(_printable)
+IdempotencyKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128), _FastPrintable]
+ScanUnit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), _FastPrintable]
 Quantity = Annotated[Decimal, Field(gt=0, le=Decimal("1e12"), max_digits=18, decimal_places=3)]
 CategoryName = Annotated[str, Field(min_length=1, max_length=32)]
 
@@ -79,7 +92,7 @@ class MarketIn(Body):
 class GateScanIn(Body):
     code: Annotated[str, StringConstraints(max_length=200)]
     quantity: Quantity
-    unit: Unit
+    unit: ScanUnit
     idempotency_key: IdempotencyKey
 
 
@@ -99,6 +112,17 @@ class TradeIn(Body):
 
 def _request_hash(body: Body) -> bytes:
     return hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _scan_hash(body: GateScanIn) -> bytes:
+    """_request_hash(body), byte for byte (stored hashes are compared with it), without model_dump's cost."""
+    fields = {
+        "code": body.code,
+        "quantity": str(body.quantity),
+        "unit": body.unit,
+        "idempotency_key": body.idempotency_key,
+    }
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def _gate_of(principal: Principal) -> tuple[int, str]:
@@ -275,7 +299,7 @@ async def gate_scan(request: Request) -> Response:
         logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
         raise store_unavailable() from exc
     row = await group_commit(request).decide(
-        PendingScan(market_id, gate, body.idempotency_key, _request_hash(body), code, body.quantity, body.unit, voucher)
+        PendingScan(market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher)
     )
     if row["is_conflict"]:
         raise _key_reused()

@@ -7,6 +7,7 @@ writing codes. A range whose codes are never written (a failed request) is a har
 
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 
 import asyncpg
@@ -26,7 +27,7 @@ class CodeIssuer:
     __slots__ = ("_blocks", "_keys")
 
     def __init__(self, secret: bytes) -> None:
-        self._blocks: dict[tuple[int, str], list[int]] = {}  # (type, region) -> [next, end) reserved here
+        self._blocks: dict[tuple[int, str], list[str]] = {}  # (type, region) -> codes reserved here, last first
 
         @lru_cache(maxsize=KEY_CACHE_SIZE)
         def keys(code_type: int, region: str) -> RoundKeys:
@@ -56,12 +57,14 @@ class CodeIssuer:
     async def one(self, pool: asyncpg.Pool, code_type: int, region: str) -> str:
         """One code from a block this process reserved: a Postgres round trip every SINGLE_BLOCK codes only.
 
-        Numbers of a block left unused (the process stops, a scan is rejected) are gaps, never duplicates.
+        The block's codes are made at once by the kernel, in a thread (the kernel may still be loading at
+        start-up, and must not hold up the event loop then): ~1 us a code instead of ~30 us for one alone.
+        Codes of a block left unused (the process stops, a scan is rejected) are gaps, never duplicates.
         """
-        block = self._blocks.get((code_type, region))
-        if block is None or block[0] >= block[1]:
+        codes = self._blocks.get((code_type, region))
+        if not codes:
             start = await self.reserve(pool, code_type, region, SINGLE_BLOCK)
-            block = self._blocks[(code_type, region)] = [start, start + SINGLE_BLOCK]
-        seq = block[0]
-        block[0] += 1
-        return self.codes(code_type, region, seq, 1)[0]
+            codes = await asyncio.to_thread(self.codes, code_type, region, start, SINGLE_BLOCK)
+            codes.reverse()
+            self._blocks[(code_type, region)] = codes
+        return codes.pop()

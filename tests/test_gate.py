@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from codegen.format import compose, is_valid, region_of, type_of
 from resolver.app import create_app
-from resolver.gate import GroupCommit, PendingScan
+from resolver.gate import GateScanIn, GroupCommit, PendingScan, _request_hash, _scan_hash
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch, register_producer, serving, subprocess_env
@@ -463,3 +463,15 @@ def group_commit_of(service: Service) -> GroupCommit:
     )
     service.app.state.gate_groups = groups
     return groups
+
+
+@pytest.mark.parametrize(
+    "quantity", [1, 10, 1.5, "1.500", 0.001, "1E+3", "1e12", 999999999999.999, "0.1", 7.25], ids=str
+)
+@pytest.mark.parametrize("unit", ["kg", " 斤 ", "箱"])
+def test_the_fast_scan_hash_is_the_stored_one(quantity: object, unit: str) -> None:
+    body = GateScanIn.model_validate(
+        {"code": " 1630-1210 ", "quantity": quantity, "unit": unit, "idempotency_key": "gate-01 é-1"}
+    )
+
+    assert _scan_hash(body) == _request_hash(body)

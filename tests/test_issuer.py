@@ -6,7 +6,7 @@ import secrets
 import asyncpg
 
 from codegen.format import is_valid, region_of, type_of
-from resolver.issuer import CodeIssuer
+from resolver.issuer import SINGLE_BLOCK, CodeIssuer
 
 BLOCK = 2_000
 
@@ -36,3 +36,15 @@ async def test_single_and_block_paths_agree(database_url: str) -> None:
     block = issuer.codes(1, "630121", 1_000, 50)
 
     assert block == [issuer.codes(1, "630121", 1_000 + i, 1)[0] for i in range(50)]
+
+
+async def test_codes_issued_one_at_a_time_follow_the_sequence(database_url: str) -> None:
+    region = f"63{secrets.randbelow(10_000):04d}"
+    issuer = CodeIssuer(b"a third secret, sixteen bytes+")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        codes = [await issuer.one(pool, 3, region) for _ in range(SINGLE_BLOCK + 3)]
+    finally:
+        await pool.close()
+
+    assert codes == issuer.codes(3, region, 0, SINGLE_BLOCK + 3)
