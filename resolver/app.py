@@ -31,6 +31,7 @@ from resolver import (
     imports,
     labels,
     metrics,
+    openapi,
     problems,
     recall,
     regions_page,
@@ -157,6 +158,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *imports.ROUTES,
             *export.ROUTES,
             *regions_page.ROUTES,
+            *openapi.ROUTES,
         ],
         exception_handlers={
             problems.Problem: problems.handle_problem,

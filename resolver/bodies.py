@@ -48,6 +48,8 @@ def check_category(value: str) -> str:
 
 
 Printable = AfterValidator(_printable)
+# A category code of resolver.categories; described as the enum it is (the validator gives the message).
+Category = Annotated[str, AfterValidator(check_category), Field(json_schema_extra={"enum": list(CATEGORIES)})]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Printable]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
 Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), Printable]
@@ -76,7 +78,7 @@ class ProducerIn(Body):
 
 class ProductIn(Body):
     name: Name
-    category: Annotated[str, AfterValidator(check_category)]
+    category: Category
     gtin: Annotated[str, AfterValidator(normalise_gtin)] | None = None
 
 

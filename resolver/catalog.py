@@ -25,13 +25,13 @@ from resolver import queries
 from resolver.auth import Principal, authenticate, forbidden
 from resolver.bodies import (
     Body,
+    Category,
     CreditCode,
     Name,
     OptionalText,
     Printable,
     ProductIn,
     RegionCode,
-    check_category,
     read_json,
 )
 from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
@@ -157,7 +157,6 @@ LATEST_CERTIFICATION_DATE = dt.date(2100, 12, 31)
 ProducerKind = Literal["enterprise", "cooperative", "family_farm", "individual"]
 CertificationKind = Literal["green", "organic", "gi"]
 CertificationNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
-Category = Annotated[str, AfterValidator(check_category)]
 
 
 def _certification_date(value: dt.date) -> dt.date:
