@@ -34,13 +34,23 @@ class ScanState:
     def shown_count(self) -> int:
         return self.count + self.pending
 
+    @property
+    def places_recent(self) -> int:
+        return max(self.places, len(self.pending_places))
+
 
 @dataclass(slots=True)
 class Entry:
+    """A cached document, kept as the parts of its answers that do not change from scan to scan."""
+
     document: bytes
     batch_id: int
     expires_at: float
-    page: str | None = None  # the rendered consumer page, made on first request
+    json_head: bytes = field(init=False)  # the document without its closing brace: the `scans` member follows
+    page: tuple[bytes, bytes] | None = None  # the consumer page, encoded, split where the scan statistics go
+
+    def __post_init__(self) -> None:
+        self.json_head = self.document[:-1]
 
 
 class LocalTier:
@@ -61,6 +71,10 @@ class LocalTier:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, code: str) -> bool:
+        entry = self._entries.get(code)
+        return entry is not None and entry.expires_at >= time.monotonic()
 
     def get(self, code: str) -> Entry | None:
         entry = self._entries.get(code)

@@ -144,10 +144,11 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
     app = Starlette(
         routes=[
             Route("/livez", livez),
+            # The scan routes next: the router tries each route in turn, and these are most of the traffic.
+            Route("/t/{code:path}", resolve.ScanRoute(is_page=True), methods=["GET"], name="code_page"),
+            Route("/api/v1/codes/{code:path}", resolve.ScanRoute(is_page=False), methods=["GET"], name="code_document"),
             Route("/healthz", healthz),
             Route("/metrics", metrics.metrics_route),
-            Route("/t/{code:path}", resolve.code_page),
-            Route("/api/v1/codes/{code:path}", resolve.code_document),
             *registry.ROUTES,
             *gate.ROUTES,
             *recall.ROUTES,

@@ -47,8 +47,11 @@ class ScanCounter:
     def is_known(self, code: str) -> bool:
         return code in self._states
 
-    def count(self, code: str, place: str, current: Scans | None = None) -> Scans:
-        """Count one scan of `code` from `place`; `current` are the totals just read from Redis or Postgres."""
+    def count(self, code: str, place: str, current: Scans | None = None) -> ScanState:
+        """Count one scan of `code` from `place`; `current` are the totals just read from Redis or Postgres.
+
+        Answers the code's live counter: read it before the next await, when other scans may change it.
+        """
         state = self._states.get(code)
         if state is None:
             current = current or Scans(0, None)
@@ -61,7 +64,7 @@ class ScanCounter:
             state.first_at = dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
         if len(state.pending_places) < MAX_PENDING_PLACES:
             state.pending_places.add(place)
-        return Scans(state.shown_count, state.first_at, max(state.places, len(state.pending_places)))
+        return state
 
     async def sync(self) -> int:
         """Add the pending scans to Redis; on failure they stay pending for the next try."""

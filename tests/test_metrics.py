@@ -29,3 +29,19 @@ async def test_metrics_count_requests_by_route_template_and_cache_tiers(service:
     assert _value(text, r'tracecode_cache_total\{tier="postgres_loads"\}') == 2
     assert _value(text, r'tracecode_store_errors_total\{store="postgres"\}') == 0
     assert code not in text  # codes never become labels
+
+
+async def test_metrics_count_pages_refusals_and_other_methods_under_their_route(service: Service) -> None:
+    code = (await register_batch(service))["trace_code"]
+    await service.client.get(f"/t/{code}", headers={"Accept": "text/html"})
+    await service.client.get(f"/t/{code[:-1]}x", headers={"Accept": "text/html"})
+    await service.client.head(f"/api/v1/codes/{code}")
+    await service.client.options(f"/api/v1/codes/{code}")
+
+    text = (await service.client.get("/metrics")).text
+
+    page, document = r'route="/t/\{code:path\}"', r'route="/api/v1/codes/\{code:path\}"'
+    assert _value(text, rf'tracecode_requests_total\{{method="GET",{page},status="200"\}}') == 1
+    assert _value(text, rf'tracecode_requests_total\{{method="GET",{page},status="400"\}}') == 1
+    assert _value(text, rf'tracecode_requests_total\{{method="HEAD",{document},status="200"\}}') == 1
+    assert _value(text, rf'tracecode_requests_total\{{method="OPTIONS",{document},status="405"\}}') == 1

@@ -181,3 +181,63 @@ async def test_health_is_ok_with_both_stores(service: Service) -> None:
     response = await service.client.get("/healthz")
 
     assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+
+
+async def test_scan_answers_carry_the_headers_of_a_starlette_response(service: Service) -> None:
+    code = (await register_batch(service))["trace_code"]
+
+    document = await service.client.get(f"/api/v1/codes/{code}")
+    page = await service.client.get(f"/t/{code}", headers={"Accept": "text/html"})
+
+    assert document.headers.raw == [(b"content-length", str(len(document.content)).encode()),
+                                    (b"content-type", b"application/json")]  # fmt: skip
+    assert page.headers.raw == [(b"content-length", str(len(page.content)).encode()),
+                                (b"content-type", b"text/html; charset=utf-8")]  # fmt: skip
+
+
+async def test_scans_member_holds_the_statistics_of_this_scan(service: Service) -> None:
+    code = (await register_batch(service))["trace_code"]
+
+    first = (await service.client.get(f"/api/v1/codes/{code}")).json()
+    second = (await service.client.get(f"/t/{code}", headers={"Accept": "application/json"})).json()
+
+    assert first["scans"] == {"count": 1, "first_at": first["scans"]["first_at"], "places_recent": 1, "warning": False}
+    assert first["scans"]["first_at"].startswith("20") and first["scans"]["first_at"].endswith("+08:00")
+    assert second["scans"] == {**first["scans"], "count": 2}
+    assert {k: v for k, v in second.items() if k != "scans"} == {k: v for k, v in first.items() if k != "scans"}
+
+
+@pytest.mark.parametrize("path", [pytest.param("/api/v1/codes/{}", id="document"), pytest.param("/t/{}", id="page")])
+async def test_head_answers_as_get_without_a_body(service: Service, path: str) -> None:
+    code = (await register_batch(service))["trace_code"]
+    await service.client.get(path.format(code))  # first scan: the count of the next two has one digit, as here
+
+    head = await service.client.head(path.format(code))
+    get = await service.client.get(path.format(code))
+
+    assert head.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "POST", "DELETE"])
+@pytest.mark.parametrize("path", [pytest.param("/api/v1/codes/{}", id="document"), pytest.param("/t/{}", id="page")])
+async def test_other_methods_are_405_problems_that_allow_get_and_head(service: Service, path: str, method: str) -> None:
+    code = (await register_batch(service))["trace_code"]
+
+    response = await service.client.request(method, path.format(code))
+
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_malformed_code_on_the_page_is_a_chinese_html_problem(service: Service) -> None:
+    response = await service.client.get("/t/1630121ABCDEFGHIJK00", headers={"Accept": "text/html"})
+    as_json = await service.client.get("/t/1630121ABCDEFGHIJK00", headers={"Accept": "application/json"})
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "追溯码格式错误" in response.text
+    assert as_json.status_code == 400 and as_json.json()["code"] == "malformed_code"
