@@ -82,9 +82,13 @@ KIND_ORDER = (
     "resolve", "page", "resolve_mistyped", "resolve_never_issued", "gate_scan", "trade", "labels", "recall",
     "recall_seen",
 )  # fmt: skip
+USER_CLASSES = ("ConsumerUser", "GateUser", "ProducerUser", "RegulatorUser")
 CONSUMER_KINDS = frozenset({"resolve", "page", "resolve_mistyped", "resolve_never_issued"})
 GATE_KINDS = frozenset({"gate_scan", "trade"})
 PERCENTILES = (0.50, 0.95, 0.99)
+METRICS_KEPT = ("tracecode_cache_total", "tracecode_rate_limited_total", "tracecode_store_errors_total")
+METRICS_TIMEOUT_S = 10.0
+HTTP_OK = 200
 CPU_WARNING = "CPU usage"  # locust's warning, in its log, when one of its processes is above 90 %
 
 
@@ -221,6 +225,7 @@ class LocustRun:
     expect_workers: int
     recall_interval_s: float
     master_port: int | None
+    user_classes: tuple[str, ...]  # all of them when empty
 
 
 def locust_command(run: LocustRun, host: str, prefix: Path) -> list[str]:
@@ -236,7 +241,7 @@ def locust_command(run: LocustRun, host: str, prefix: Path) -> list[str]:
             command += ["--master-bind-port", str(run.master_port)]
     elif run.processes > 1:
         command += ["--processes", str(run.processes)]
-    return command
+    return command + list(run.user_classes)
 
 
 async def run_locust(run: LocustRun, host: str, seed_path: Path, out: Path) -> dict[str, Any]:
@@ -267,6 +272,42 @@ async def run_locust(run: LocustRun, host: str, seed_path: Path, out: Path) -> d
         raise RuntimeError(f"locust exited with {code} (log {log_path}):\n{tail}")
     ledger: dict[str, Any] = json.loads(ledger_path.read_text())
     return ledger
+
+
+# The server's own counters (GET /metrics): how resolves were answered, refusals, store errors.
+
+
+async def server_counters(url: str) -> Counter[str] | None:
+    """The cache tier, rate-limit and store-error counters of /metrics, summed over the workers; None if unreachable."""
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=METRICS_TIMEOUT_S) as client:
+            response = await client.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    if response.status_code != HTTP_OK:
+        return None
+    counters: Counter[str] = Counter()
+    for line in response.text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(METRICS_KEPT):
+            counters[name] += int(float(value))
+    return counters
+
+
+def describe_counters(before: Counter[str] | None, after: Counter[str] | None) -> str:
+    if before is None or after is None:
+        return "server counters: /metrics not reachable"
+    run = after - before
+    tiers = {k.partition('tier="')[2].rstrip('"}'): v for k, v in run.items() if k.startswith("tracecode_cache_total")}
+    raw = ", ".join(f"{tier} {n:,}" for tier, n in sorted(tiers.items())) or "none"
+    looked_up = tiers.get("local_hits", 0) + tiers.get("local_misses", 0)
+    shares = ""
+    if looked_up:
+        found = {"in-process": "local_hits", "Redis": "redis_hits", "Postgres": "postgres_loads"}
+        shares = " (" + ", ".join(f"{name} {tiers.get(key, 0) / looked_up:.0%}" for name, key in found.items()) + ")"
+    errors = sum(v for k, v in run.items() if k.startswith("tracecode_store_errors_total"))
+    limited = run["tracecode_rate_limited_total"]
+    return f"server, resolves answered from{shares}: {raw}; rate limited {limited:,}; store errors {errors:,}"
 
 
 # The report: one row per request kind, the plot, the durability check.
@@ -527,6 +568,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--expect-workers", type=int, default=0, help="locust master: wait for this many workers")
     run.add_argument("--master-port", type=int, default=None, help="locust master's port (default 5557)")
     run.add_argument("--out", type=Path, default=None, help="the run's folder (default bench/out/peak-<timestamp>)")
+    run.add_argument(
+        "--only", nargs="+", choices=USER_CLASSES, default=None,
+        help="run only these users (e.g. --only ConsumerUser, to see the resolves without the gates' writes)",
+    )  # fmt: skip
     _size_args(run)
     seeding = commands.add_parser("seed", help="feed a deployment through its API and write the seed file")
     seeding.add_argument("--host", required=True, help="base URL of the deployment, e.g. https://trace.example.cn")
@@ -557,7 +602,7 @@ def _locust_run(args: argparse.Namespace, recalls: int) -> LocustRun:
     processes = (os.cpu_count() or 1) if args.processes == -1 else args.processes
     return LocustRun(
         args.users, spawn_rate, args.duration, processes, args.expect_workers, args.duration / (recalls + 1),
-        args.master_port,
+        args.master_port, tuple(args.only or ()),
     )  # fmt: skip
 
 
@@ -572,8 +617,9 @@ def print_generator_limit(out: Path) -> None:
         )
 
 
-def _finish(out: Path, ledger: dict[str, Any], durability: Durability, title: str) -> int:
+def _finish(out: Path, ledger: dict[str, Any], durability: Durability, title: str, server_view: str) -> int:
     report(out, ledger, title)
+    print(server_view)
     print_failures(out)
     print_generator_limit(out)
     print(durability.describe())
@@ -598,16 +644,18 @@ async def run_local(args: argparse.Namespace, size: SeedSize) -> int:
         ) as server:
             data = await seed(server.url, admin_token, size, out / SEED_FILE)
             before = await count_entries(database.url, data["markets"])
+            counters = await server_counters(server.url)
             run = _locust_run(args, size.recalls)
             ledger = await run_locust(run, server.url, out / SEED_FILE, out)
             stored = await count_entries(database.url, data["markets"]) - before
+            server_view = describe_counters(counters, await server_counters(server.url))
     counts = Counter(ledger["counts"])
     durability = Durability(counts["gate_scans_accepted"], counts["gate_scans_in_doubt"], stored)
     title = (
         f"peak day: {run.users} users, {run.duration_s} s, {size.codes:,} codes; server {args.workers} "
         f"{args.server} workers on this machine; locust {run.processes} process(es)"
     )
-    return _finish(out, ledger, durability, title)
+    return _finish(out, ledger, durability, title, server_view)
 
 
 async def run_remote(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -619,8 +667,10 @@ async def run_remote(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     recalls = sum(1 for b in data["batches"] if b.get("is_recall"))
     print(f"peak-day suite against {args.host} (seeded {data['created_at']}), locust on {describe_machine()}")
     before = await count_entries(args.database_url, data["markets"]) if args.database_url else None
+    counters = await server_counters(args.host)
     run = _locust_run(args, recalls)
     ledger = await run_locust(run, args.host.rstrip("/"), seed_path, out)
+    server_view = describe_counters(counters, await server_counters(args.host))
     stored = None
     if args.database_url and before is not None:
         stored = await count_entries(args.database_url, data["markets"]) - before
@@ -628,7 +678,7 @@ async def run_remote(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     durability = Durability(counts["gate_scans_accepted"], counts["gate_scans_in_doubt"], stored)
     where = f"{run.expect_workers} workers" if run.expect_workers else f"{run.processes} process(es)"
     title = f"peak day against {args.host}: {run.users} users, {run.duration_s} s; locust {where}"
-    return _finish(out, ledger, durability, title)
+    return _finish(out, ledger, durability, title, server_view)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
