@@ -171,14 +171,15 @@ class GroupCommit:
     After each commit it drops the cached documents of each batch that gained an entry, once per group.
     """
 
-    __slots__ = ("_cache", "_local", "_pool", "_queue", "_senders", "groups", "scans")
+    __slots__ = ("_cache", "_local", "_pool", "_queue", "_sending", "_tasks", "groups", "scans")
 
     def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier) -> None:
         self._pool = pool
         self._cache = cache
         self._local = local
         self._queue: list[PendingScan] = []
-        self._senders: set[asyncio.Task[None]] = set()
+        self._sending = 0  # senders running; each lowers it itself as it ends, so no scan is left without one
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced while they run
         self.groups = 0
         self.scans = 0
 
@@ -189,10 +190,11 @@ class GroupCommit:
         """The scan's row of `tracecode_gate_scans`, after the commit. Cancelling the caller does not stop the
         scan: it is decided and recorded with its group all the same (a retry of its key replays it)."""
         self._queue.append(scan)
-        if len(self._senders) < GROUPS_IN_FLIGHT:
+        if self._sending < GROUPS_IN_FLIGHT:
+            self._sending += 1
             task = asyncio.create_task(self._send_all())
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(scan.answer)
 
     async def _send_all(self) -> None:
@@ -204,9 +206,14 @@ class GroupCommit:
                 del self._queue[:GROUP_MAX_SCANS]
                 await self._send(group)
         except BaseException as exc:  # cancelled at shut-down, or a bug: no scan may wait for ever
-            for scan in group:
+            failed, self._queue = [*group, *self._queue], []
+            for scan in failed:
                 scan.fail(store_unavailable() if isinstance(exc, asyncio.CancelledError) else exc)
             raise
+        finally:
+            # In the step that saw the queue empty: a scan queued after it finds no sender and starts one (a
+            # done callback would run a turn later, and a scan queued in between would wait for ever).
+            self._sending -= 1
 
     async def _send(self, group: list[PendingScan], *, is_retry: bool = False) -> None:
         self.groups += 1
