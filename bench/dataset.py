@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from codegen.creditcode import ALPHABET, make_credit_code
 from codegen.format import CodeType, parse
@@ -206,10 +207,19 @@ async def bench_database() -> AsyncIterator[BenchDatabase]:
                 await migrate(conn, code_partitions=CODE_PARTITIONS)
             finally:
                 await conn.close()
-            await _flush(redis_url)
+            try:
+                await _flush(redis_url)
+            except ResponseError as exc:
+                raise RuntimeError(
+                    f"Redis database {BENCH_REDIS_DB} cannot be used ({exc}): set TRACECODE_BENCH_REDIS_DB to one "
+                    "that exists (0 to 15 on a default Redis)"
+                ) from exc
             yield BenchDatabase(url, redis_url, name, admin_url)
         finally:
-            await _flush(redis_url)
+            try:
+                await _flush(redis_url)
+            except Exception as exc:  # the database must go even when Redis cannot be flushed
+                logger.warning("Redis %s not flushed after the benchmark: %r", redis_url, exc)
             admin = await db.connect(admin_url)
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
