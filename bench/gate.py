@@ -15,8 +15,9 @@ started server and each phase after a warm-up, the same load generator at the sa
     gate     POST /api/v1/gate/scans      one keep-alive connection per gate with its own token; every
                                           scan 1 kg of the gate's batch under a new idempotency key
 
-A scan's answer is sent after its one statement committed (synchronous_commit, fsync), so an
-accepted answer is a durable entry. The generator counts accepted answers, other answers and
+A scan's answer is sent after the statement of its group committed (synchronous_commit, fsync; a
+worker sends the scans that gather while its last statement runs as one statement, resolver.gate), so
+an accepted answer is a durable entry. The generator counts accepted answers, other answers and
 errors, and at the end of a run waits for the answers still in flight, so that after the last
 round the gate_entries rows of the database can be compared with the accepted answers the gates
 counted (warm-ups and set-up checks included): they must be equal.
