@@ -32,6 +32,7 @@ from codegen.longform import parse_long
 from resolver import pages, queries
 from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
 from resolver.problems import Problem
+from resolver.ratelimit import Limiter
 from resolver.scans import ScanCounter
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class ScanRoute:
         place = client_place(scope)
         as_page = self.is_page and not _wants_json(scope)
         try:
-            entry, scans = await _resolve_limited(state, place, scope["path_params"]["code"])
+            entry, scans = await _resolve_limited(state.resolver, state.limiter, place, scope["path_params"]["code"])
         except Problem as problem:
             if as_page:
                 page = pages.render_problem(problem)
@@ -196,20 +197,20 @@ class ScanRoute:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _resolve_limited(state: State, place: str, text: str) -> tuple[Entry, ScanState]:
+async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, text: str) -> tuple[Entry, ScanState]:
     """Resolve the code in `text`, counting a malformed or unknown code against the client's limit."""
-    retry_after = state.limiter.retry_after_s(place)
+    retry_after = limiter.retry_after_s(place)
     if retry_after:
         raise Problem(
             429, "too_many_requests", "请求过于频繁", "查询未登记追溯码过多，请稍后再试",
             headers={"Retry-After": str(retry_after)},
         )  # fmt: skip
     try:
-        found: tuple[Entry, ScanState] = await state.resolver.resolve(canonical_code(text), place=place)
+        found = await resolver.resolve(canonical_code(text), place=place)
     except Problem as problem:
-        state.limiter.record(place, is_bad=problem.status in (400, 404))
+        limiter.record(place, is_bad=problem.status in (400, 404))
         raise
-    state.limiter.record(place, is_bad=False)
+    limiter.record(place, is_bad=False)
     return found
 
 
