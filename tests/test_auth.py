@@ -52,8 +52,10 @@ async def test_revoked_token_is_refused_by_another_instance_within_one_second(
     # Cached for an hour: only the revocation message can make the other instance refuse the token in time.
     monkeypatch.setattr(auth, "TOKEN_CACHE_TTL_S", 3_600.0)
     token_id, token = await _gate_token(service)
-    assert await _scan_status(second_service, token) == 200  # now cached there
+    assert await _scan_status(second_service, token) == 200  # the other instance's cache starts listening
     await _listening(second_service)
+    assert await _scan_status(second_service, token) == 200  # and now holds the token
+    assert second_service.app.state.token_cache.get(hash_token(token)) is not None
 
     revoked = await service.client.delete(f"/api/v1/tokens/{token_id}", headers=service.admin_headers)
     returned_at = time.monotonic()
