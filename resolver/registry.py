@@ -42,6 +42,9 @@ async def create_token_route(request: Request) -> Response:
     return ORJSONResponse({"id": token_id, "token": token, "role": body.role, "scope": body.scope}, status_code=201)
 
 
+MAX_TOKEN_ID = 2**63 - 1
+
+
 async def revoke_token(request: Request) -> Response:
     """DELETE /api/v1/tokens/{id} (admin): the token stops working at once on this worker, on the others as
     soon as they hear of it, and everywhere within TOKEN_CACHE_TTL_S at the latest (see resolver.auth)."""
@@ -51,7 +54,9 @@ async def revoke_token(request: Request) -> Response:
     try:
         token_id = int(request.path_params["id"])
     except ValueError:
-        raise Problem(404, "unknown_token", "令牌不存在", "令牌编号无效") from None
+        token_id = -1
+    if not 0 < token_id <= MAX_TOKEN_ID:  # ids are positive bigints: anything else names no token
+        raise Problem(404, "unknown_token", "令牌不存在", "令牌编号无效")
     if await request.app.state.pool.fetchval(queries.REVOKE_TOKEN, token_id) is None:
         raise Problem(404, "unknown_token", "令牌不存在", f"令牌 {token_id} 不存在或已撤销")
     try:

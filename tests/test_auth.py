@@ -80,3 +80,10 @@ async def test_a_lookup_that_began_before_a_revocation_is_not_cached(service: Se
     cache.put(hash_token("tc_x"), 41, Principal("gate", "1/east"), generation=began)
 
     assert cache.get(hash_token("tc_x")) is None
+
+
+@pytest.mark.parametrize("token_id", ["0", "-3", "9223372036854775808", "664768409559943354891715828282032128", "x"])
+async def test_revoking_an_id_no_token_can_have_is_404(service: Service, token_id: str) -> None:
+    answer = await service.client.delete(f"/api/v1/tokens/{token_id}", headers=service.admin_headers)
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "unknown_token"

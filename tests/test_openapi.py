@@ -300,23 +300,7 @@ def _seeded_body_members(path: str, seeded: Seeded) -> dict[str, object]:
     return {"producer_credit_code": seeded.credit_code, "credit_code": seeded.credit_code}
 
 
-BIGINT_MAX = 2**63 - 1
-
-
-def _is_excluded(case: schemathesis.Case[Any]) -> bool:
-    """Cases left out of the run until the bug they show is fixed where it lives."""
-    # TODO(issue 6): `DELETE /api/v1/tokens/664768409559943354891715828282032128` (an id beyond bigint) answers
-    # 500 internal_error: resolver/registry.py revoke_token hands the id to asyncpg, which raises DataError (value
-    # out of int64 range). Excluded until registry.py answers 404 unknown_token for it.
-    if (case.method.upper(), case.operation.path) == ("DELETE", "/api/v1/tokens/{id}"):
-        token_id = str(case.path_parameters.get("id", ""))
-        return token_id.isdigit() and int(token_id) > BIGINT_MAX
-    return False
-
-
 @SCHEMA.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_every_error_is_problem_details(case: schemathesis.Case[Any], api: Api) -> None:
-    if _is_excluded(case):
-        return
     case.call_and_validate(base_url=api.base, headers=api.headers_for(case), checks=CHECKS, timeout=30)
