@@ -29,8 +29,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cache.local import LocalTier
-from cache.store import DocumentCache
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse
 from resolver import queries
@@ -38,7 +36,7 @@ from resolver.auth import Principal, authenticate, forbidden
 from resolver.bodies import Body, Name, OptionalText, Printable, RegionCode, Unit, check_category, read_json
 from resolver.documents import china_today
 from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, refresh_chain, store_unavailable
+from resolver.resolve import POSTGRES_ERRORS, store_unavailable
 from resolver.responses import ORJSONResponse
 
 logger = logging.getLogger(__name__)
@@ -168,15 +166,13 @@ class GroupCommit:
 
     No task lives between bursts: the first scan of a burst starts a sender, which sends what has gathered,
     then what gathered meanwhile, and ends when nothing is left (so nothing is left behind at shut-down).
-    After each commit it drops the cached documents of each batch that gained an entry, once per group.
+    A new entry changes no cached document (see queries.DOCUMENT_BY_CODE's chain), so nothing is invalidated.
     """
 
-    __slots__ = ("_cache", "_local", "_pool", "_queue", "_sending", "_tasks", "groups", "scans")
+    __slots__ = ("_pool", "_queue", "_sending", "_tasks", "groups", "scans")
 
-    def __init__(self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._cache = cache
-        self._local = local
         self._queue: list[PendingScan] = []
         self._sending = 0  # senders running; each lowers it itself as it ends, so no scan is left without one
         self._tasks: set[asyncio.Task[None]] = set()  # referenced while they run
@@ -238,24 +234,10 @@ class GroupCommit:
             else:
                 group[0].fail(exc)
             return
-        await self._refresh_chains(rows)
         for row in rows:
             answer = group[row["ord"] - 1].answer
             if not answer.done():
                 answer.set_result(row)
-
-    async def _refresh_chains(self, rows: list[asyncpg.Record]) -> None:
-        """resolve.refresh_chain for each batch that gained an entry, once: best effort, as there."""
-        batches = {row["batch_id"] for row in rows if row["decision"] == "accept" and not row["is_replay"]}
-        for batch_id in batches:
-            self._local.drop_batch(batch_id)
-        done = await asyncio.gather(
-            *(self._cache.invalidate_batch(batch_id, always_publish=False) for batch_id in batches),
-            return_exceptions=True,
-        )
-        for batch_id, result in zip(batches, done, strict=True):
-            if isinstance(result, Exception):
-                logger.warning("cached documents of batch %d not invalidated: %r", batch_id, result)
 
 
 def group_commit(request: Request) -> GroupCommit:
@@ -263,7 +245,7 @@ def group_commit(request: Request) -> GroupCommit:
     state = request.app.state
     groups: GroupCommit | None = getattr(state, "gate_groups", None)
     if groups is None:
-        groups = state.gate_groups = GroupCommit(state.pool, state.cache, state.local)
+        groups = state.gate_groups = GroupCommit(state.pool)
     return groups
 
 
@@ -351,8 +333,6 @@ async def create_trade(request: Request) -> Response:
         raise Problem(status, row["error"], title, title)
     if row["is_conflict"]:
         raise _key_reused()
-    if not row["is_replay"]:
-        await refresh_chain(request, row["batch_id"])
     code = row["circulation_code"]
     public_url: str = state.settings.public_url
     return ORJSONResponse(

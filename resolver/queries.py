@@ -18,9 +18,12 @@ _DOCUMENT_COLUMNS = """
                 ORDER BY e.event_time, e.id), '[]'::jsonb)
        FROM events e
       WHERE e.batch_id = b.id
-        -- A voucher or circulation code shows the batch's own events and its own branch of the chain.
-        AND (e.entry_id IS NULL OR {entry} IS NULL
-             OR (e.entry_id = {entry} AND (e.trade_id IS NULL OR {trade} IS NULL OR e.trade_id = {trade})))) AS chain,
+        -- Every code shows the batch's own events (inspection, labels, recall). A voucher adds its market
+        -- entry, a circulation code its entry and its trade: the branch that reached its holder. Package and
+        -- batch codes show no branch, so a gate entry or a trade changes no document that already exists
+        -- (no cache to drop per scan) and a busy batch's chain does not grow with every lot it sells.
+        AND (e.entry_id IS NULL
+             OR (e.entry_id = {entry} AND (e.trade_id IS NULL OR e.trade_id = {trade})))) AS chain,
     (SELECT coalesce(jsonb_agg(
                 jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_from', c.valid_from,
                                    'valid_until', c.valid_to)

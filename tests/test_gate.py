@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from cache import keys
 from codegen.format import compose, is_valid, region_of, type_of
 from resolver.app import create_app
 from resolver.gate import GateScanIn, GroupCommit, PendingScan, _request_hash, _scan_hash
@@ -288,6 +289,36 @@ async def test_circulation_code_shows_the_chain_back_to_the_producer(service: Se
     assert doc["chain"][3]["buyer"] == "城中区刘记牛羊肉店"
 
 
+async def test_entries_and_trades_change_no_existing_document(
+    service: Service, gate: dict[str, str], redis: aioredis.Redis
+) -> None:
+    """A package or batch code shows the batch's own chain, a voucher its entry, a circulation code its trade:
+    so busy gates neither grow every package's chain nor drop its cached document."""
+    batch = await register_batch(service)
+    code = batch["trace_code"]
+    before = (await service.client.get(f"/api/v1/codes/{code}")).json()
+    cached = await redis.get(keys.document_key(code))
+    assert cached is not None
+
+    first = (await scan(service, gate, code, 30))["voucher_code"]
+    await scan(service, gate, code, 20)
+    trade_body = {"voucher_code": first, "buyer": {"name": "城东区马记清真肉店"}, "quantity": 5, "unit": "kg",
+                  "idempotency_key": secrets.token_hex(8)}  # fmt: skip
+    traded = await service.client.post("/api/v1/trades", json=trade_body, headers=gate)
+    assert traded.status_code == 201, traded.text
+
+    assert await redis.get(keys.document_key(code)) == cached  # not dropped, not rebuilt
+    after = (await service.client.get(f"/api/v1/codes/{code}")).json()
+    assert (
+        [e["kind"] for e in after["chain"]] == [e["kind"] for e in before["chain"]] == ["inspection", "commissioning"]
+    )
+    voucher = (await service.client.get(f"/api/v1/codes/{first}")).json()
+    assert [e["kind"] for e in voucher["chain"]] == ["inspection", "commissioning", "market_entry"]
+    assert voucher["chain"][-1]["voucher_code"] == first
+    circulation = (await service.client.get(f"/api/v1/codes/{traded.json()['circulation_code']}")).json()
+    assert [e["kind"] for e in circulation["chain"]] == ["inspection", "commissioning", "market_entry", "trade"]
+
+
 async def _credit_code(service: Service, batch_id: int) -> str:
     async with service.app.state.pool.acquire() as conn:
         code: str = await conn.fetchval(
@@ -458,9 +489,7 @@ async def _until_blocked(service: Service) -> None:
 
 
 def group_commit_of(service: Service) -> GroupCommit:
-    groups: GroupCommit = getattr(service.app.state, "gate_groups", None) or GroupCommit(
-        service.app.state.pool, service.app.state.cache, service.app.state.local
-    )
+    groups: GroupCommit = getattr(service.app.state, "gate_groups", None) or GroupCommit(service.app.state.pool)
     service.app.state.gate_groups = groups
     return groups
 
