@@ -18,6 +18,10 @@ _DOCUMENT_COLUMNS = """
                 ORDER BY e.event_time, e.id), '[]'::jsonb)
        FROM events e
       WHERE e.batch_id = b.id
+        -- Events are partitioned by month of recorded_at, which is the now() of the transaction that wrote them:
+        -- never before the batch was registered (the day of margin covers the service's clock against the
+        -- database's) nor after this statement. Run-time pruning then skips every other month's partition.
+        AND e.recorded_at >= b.created_at - interval '1 day' AND e.recorded_at < now() + interval '1 day'
         -- Every code shows the batch's own events (inspection, labels, recall). A voucher adds its market
         -- entry, a circulation code its entry and its trade: the branch that reached its holder. Package and
         -- batch codes show no branch, so a gate entry or a trade changes no document that already exists
@@ -44,7 +48,8 @@ SELECT tc.code_type, {_DOCUMENT_COLUMNS.format(entry="tc.entry_id", trade="tc.tr
   FROM trace_codes tc
   JOIN batches b ON b.id = tc.batch_id
   {_DOCUMENT_JOINS}
-  LEFT JOIN scan_counts sc ON sc.code = tc.code::text
+  -- LATERAL: one index probe per row, whatever the generic plan guesses about how many rows the code matches.
+  LEFT JOIN LATERAL (SELECT s.count, s.first_at FROM scan_counts s WHERE s.code = tc.code::text) sc ON true
  WHERE tc.code = $1
 """
 
