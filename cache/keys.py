@@ -16,7 +16,11 @@ PLACES_WINDOW_S = 600  # 10 minutes: the window in which distinct places scannin
 PLACES_WARNING = 5  # this many distinct client networks in one window flag the code as possibly copied
 
 REDIS_MAX_CONNECTIONS = 64  # per worker
-REDIS_TIMEOUT_S = 0.25  # a slow Redis must not hold up a scan: fall back to Postgres after this
+# A slow Redis must not hold up a scan, but a busy worker must not mistake its own slowness for Redis's: the hot
+# read gives up when Redis has been silent this long with a request waiting (cache.resp), not merely when a
+# request has waited this long on the wall clock (a saturated event loop reads replies late).
+REDIS_TIMEOUT_S = 0.25
+REDIS_GIVE_UP_S = 1.0  # any request is failed after this, Redis silent or not; redis-py's socket timeout too
 REDIS_RETRY_AFTER_S = 2.0  # after a Redis error, go straight to Postgres for this long
 INVALIDATION_CHANNEL = KEY_PREFIX + "invalidations:"  # + Redis db number -> batch ids whose documents changed
 SCAN_SYNC_INTERVAL_S = 0.25  # how often a worker adds its scans to Redis's counters

@@ -9,31 +9,55 @@ to Postgres (see resolver.scans).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from cache import keys
 from cache.local import LocalTier, ScanState
+from cache.resp import RespClient
 
 logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# Add one worker's scans of a code since its last sync; answer the code's totals.
-_ADD_SCANS = """
-local count = redis.call('HINCRBY', KEYS[1], 'count', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'first_at', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if #ARGV > 4 then
-    redis.call('PFADD', KEYS[2], unpack(ARGV, 5))
-    if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-end
-return {count, redis.call('HGET', KEYS[1], 'first_at'), redis.call('PFCOUNT', KEYS[2])}
+# The document of a code and its scan counters, in one command; nil on a miss. KEYS: document, scans, places.
+_FETCH = """
+local document = redis.call('GET', KEYS[1])
+if not document then return false end
+local scans = redis.call('HMGET', KEYS[2], 'count', 'first_at')
+return {document, scans[1], scans[2], redis.call('PFCOUNT', KEYS[3])}
 """
+
+# Add one worker's scans of many codes since its last sync; answer each code's totals, three values per code.
+# KEYS: scans and places of each code. ARGV: counters' TTL, places window, then per code: the scans to add,
+# their first_at, the number of places, the places. Touches keys of many codes: on a Redis Cluster the sync
+# would have to send one call per code instead (see ROADMAP in the README).
+_ADD_SCANS = """
+local totals, at = {}, 3
+for i = 1, #KEYS, 2 do
+    local scans, places, first_at, n = KEYS[i], KEYS[i + 1], ARGV[at + 1], tonumber(ARGV[at + 2])
+    local count = redis.call('HINCRBY', scans, 'count', ARGV[at])
+    if first_at ~= '' then redis.call('HSETNX', scans, 'first_at', first_at) end
+    redis.call('EXPIRE', scans, ARGV[1])
+    if n > 0 then
+        redis.call('PFADD', places, unpack(ARGV, at + 3, at + 2 + n))
+        if redis.call('TTL', places) < 0 then redis.call('EXPIRE', places, ARGV[2]) end
+    end
+    totals[#totals + 1] = count
+    totals[#totals + 1] = redis.call('HGET', scans, 'first_at') or ''
+    totals[#totals + 1] = redis.call('PFCOUNT', places)
+    at = at + 3 + n
+end
+return totals
+"""
+SYNC_CHUNK = 500  # codes per call of _ADD_SCANS: a script holds Redis up while it runs
 
 # Drop every cached document of a batch. Touches keys it reads from the set, so on a Redis Cluster
 # it needs the documents to be invalidated one by one instead (see ROADMAP in the README).
@@ -66,20 +90,76 @@ class Fetched:
     scans: Scans  # Redis's counters of the code as they stand (zero when it has none)
 
 
+class _Pool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, which also closes the hot-read clients made on its address (see DocumentCache)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot_clients: list[RespClient] = []
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        for client in self.hot_clients:
+            await client.aclose()
+        await super().disconnect(inuse_connections)
+
+
 def redis_client(url: str) -> aioredis.Redis:
-    """A client that gives up quickly, so that a slow Redis falls back to Postgres instead of holding a scan.
+    """A client that gives up in time, so that a Redis that stopped answering falls back to Postgres.
 
     Its pool waits briefly for a free connection under a burst instead of failing at once (redis-py's default
     pool raises MaxConnectionsError, which dropped invalidations under gate load in bench/gate.py).
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _Pool.from_url(
         url,
         max_connections=keys.REDIS_MAX_CONNECTIONS,
-        timeout=keys.REDIS_TIMEOUT_S,
-        socket_timeout=keys.REDIS_TIMEOUT_S,
+        timeout=keys.REDIS_GIVE_UP_S,
+        socket_timeout=keys.REDIS_GIVE_UP_S,
         socket_connect_timeout=keys.REDIS_TIMEOUT_S,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def hot_client(client: aioredis.Redis) -> RespClient | None:
+    """A RespClient to the database of `client`, closed with it; None where it cannot go (TLS and the like)."""
+    pool = client.connection_pool
+    if pool.connection_class not in (aioredis.Connection, aioredis.UnixDomainSocketConnection):
+        return None
+    options = pool.connection_kwargs
+    hot = RespClient(
+        host=options.get("host", "127.0.0.1"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        db=int(options.get("db", 0)),
+        username=options.get("username"),
+        password=options.get("password"),
+        timeout_s=keys.REDIS_TIMEOUT_S,
+        give_up_s=keys.REDIS_GIVE_UP_S,
+    )
+    if isinstance(pool, _Pool):
+        pool.hot_clients.append(hot)
+    return hot
+
+
+class _Script:
+    """A Lua script called by EVALSHA, loaded by EVAL when Redis does not know it (a restarted Redis)."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, call: Callable[..., Awaitable[Any]], keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await call("EVALSHA", self.sha, len(keys_), *keys_, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await call("EVAL", self.source, len(keys_), *keys_, *args)
+
+
+_FETCH_SCRIPT = _Script(_FETCH)
+_ADD_SCANS_SCRIPT = _Script(_ADD_SCANS)
 
 
 def _text(value: bytes | str) -> str:
@@ -89,11 +169,13 @@ def _text(value: bytes | str) -> str:
 class DocumentCache:
     """Documents and scan counters by code, in Redis."""
 
-    __slots__ = ("_add_scans", "_channel", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
+    __slots__ = ("_call_hot", "_channel", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, hot_read: bool = True) -> None:
+        """`hot_read`: the scan path's read goes through a RespClient of its own (see cache.resp), not redis-py."""
         self._redis = client
-        self._add_scans = client.register_script(_ADD_SCANS)
+        hot = hot_client(client) if hot_read else None
+        self._call_hot: Callable[..., Awaitable[Any]] = client.execute_command if hot is None else hot.call
         self._invalidate_batch = client.register_script(_INVALIDATE_BATCH)
         # Pub/sub channels span a server's databases; batch ids do not: one channel per database.
         self._channel = keys.INVALIDATION_CHANNEL + str(client.connection_pool.connection_kwargs.get("db", 0))
@@ -110,22 +192,21 @@ class DocumentCache:
         return time.monotonic() >= self._skip_until
 
     async def fetch(self, code: str) -> Fetched | None:
-        """The cached document of `code` and its scan counters, in one round trip; None on a miss or without Redis."""
+        """The cached document of `code` and its scan counters, in one command; None on a miss or without Redis."""
         if not self.is_available:
             return None
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(keys.document_key(code))
-                pipe.hmget(keys.scans_key(code), "count", "first_at")
-                pipe.pfcount(keys.places_key(code))
-                document, (count, first_at), places = await pipe.execute()
+            reply = await _FETCH_SCRIPT(
+                self._call_hot, (keys.document_key(code), keys.scans_key(code), keys.places_key(code)), ()
+            )
         except REDIS_ERRORS as exc:
             self._failed("fetch", exc)
             return None
-        if document is None:
+        if reply is None:
             self.misses += 1
             return None
         self.hits += 1
+        document, count, first_at, places = reply
         scans = Scans(int(count or 0), _text(first_at) if first_at else None, int(places))
         if document == keys.NEGATIVE:
             return Fetched(keys.NEGATIVE, 0, scans)
@@ -160,25 +241,27 @@ class DocumentCache:
             self._failed("set", exc)
 
     async def add_scans(self, states: dict[str, ScanState]) -> None:
-        """Add each code's pending scans to Redis and refresh the states with the totals, in one round trip.
+        """Add each code's pending scans to Redis and refresh the states with the totals, one command per
+        SYNC_CHUNK codes.
 
-        Raises on a Redis error, leaving the states pending for the next try.
+        Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try.
         """
         sent = [(code, state, state.pending, list(state.pending_places)) for code, state in states.items()]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for code, state, pending, places in sent:
-                await self._add_scans(
-                    keys=[keys.scans_key(code), keys.places_key(code)],
-                    args=[pending, state.first_at or "", keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, *places],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        for (_, state, pending, places), (count, first_at, distinct) in zip(sent, replies, strict=True):
-            state.count = int(count)  # includes the scans just sent and every other worker's
-            state.pending -= pending  # scans that arrived during the round trip stay pending
-            state.first_at = _text(first_at)
-            state.places = int(distinct)
-            state.pending_places.difference_update(places)
+        for start in range(0, len(sent), SYNC_CHUNK):
+            chunk = sent[start : start + SYNC_CHUNK]
+            names: list[str] = []
+            args: list[Any] = [keys.SCANS_TTL_S, keys.PLACES_WINDOW_S]
+            for code, state, pending, places in chunk:
+                names += (keys.scans_key(code), keys.places_key(code))
+                args += (pending, state.first_at or "", len(places), *places)
+            totals = await _ADD_SCANS_SCRIPT(self._redis.execute_command, names, args)
+            for i, (_, state, pending, places) in enumerate(chunk):
+                count, first_at, distinct = totals[3 * i : 3 * i + 3]
+                state.count = int(count)  # includes the scans just sent and every other worker's
+                state.pending -= pending  # scans that arrived during the round trip stay pending
+                state.first_at = _text(first_at) or state.first_at
+                state.places = int(distinct)
+                state.pending_places.difference_update(places)
 
     async def invalidate_batch(self, batch_id: int, *, always_publish: bool = True) -> int:
         """Drop every cached document of the batch in Redis and tell every worker's local tier (only when Redis
