@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from cache import keys
 from cache.local import LocalTier, ScanState
@@ -90,17 +90,15 @@ class Fetched:
     scans: Scans  # Redis's counters of the code as they stand (zero when it has none)
 
 
-class _Pool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, which also closes the hot-read clients made on its address (see DocumentCache)."""
+class _Redis(aioredis.Redis):
+    """redis-py's client, which also closes the hot-read clients made on its address (see DocumentCache)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.hot_clients: list[RespClient] = []
+    hot_clients: list[RespClient]
 
-    async def disconnect(self, inuse_connections: bool = True) -> None:
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
         for client in self.hot_clients:
             await client.aclose()
-        await super().disconnect(inuse_connections)
+        await super().aclose(close_connection_pool)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -109,14 +107,17 @@ def redis_client(url: str) -> aioredis.Redis:
     Its pool waits briefly for a free connection under a burst instead of failing at once (redis-py's default
     pool raises MaxConnectionsError, which dropped invalidations under gate load in bench/gate.py).
     """
-    pool = _Pool.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=keys.REDIS_MAX_CONNECTIONS,
         timeout=keys.REDIS_GIVE_UP_S,
         socket_timeout=keys.REDIS_GIVE_UP_S,
         socket_connect_timeout=keys.REDIS_TIMEOUT_S,
     )
-    return aioredis.Redis(connection_pool=pool)
+    client = _Redis(connection_pool=pool)
+    client.hot_clients = []
+    client.auto_close_connection_pool = True  # the pool is the client's own: aclose() closes its connections too
+    return client
 
 
 def hot_client(client: aioredis.Redis) -> RespClient | None:
@@ -135,8 +136,8 @@ def hot_client(client: aioredis.Redis) -> RespClient | None:
         timeout_s=keys.REDIS_TIMEOUT_S,
         give_up_s=keys.REDIS_GIVE_UP_S,
     )
-    if isinstance(pool, _Pool):
-        pool.hot_clients.append(hot)
+    if isinstance(client, _Redis):
+        client.hot_clients.append(hot)
     return hot
 
 
@@ -152,8 +153,8 @@ class _Script:
     async def __call__(self, call: Callable[..., Awaitable[Any]], keys_: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return await call("EVALSHA", self.sha, len(keys_), *keys_, *args)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+        except ResponseError as exc:  # redis-py raises NoScriptError; cache.resp the reply as it is
+            if not isinstance(exc, NoScriptError) and not str(exc).startswith("NOSCRIPT"):
                 raise
         return await call("EVAL", self.source, len(keys_), *keys_, *args)
 
