@@ -245,8 +245,16 @@ class DocumentCache:
         """Add each code's pending scans to Redis and refresh the states with the totals, one command per
         SYNC_CHUNK codes.
 
-        Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try.
+        Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try,
+        and skips Redis for a while like a failed read (see `is_available`).
         """
+        try:
+            await self._add_scans(states)
+        except REDIS_ERRORS as exc:
+            self._failed("scan sync", exc)
+            raise
+
+    async def _add_scans(self, states: dict[str, ScanState]) -> None:
         sent = [(code, state, state.pending, list(state.pending_places)) for code, state in states.items()]
         for start in range(0, len(sent), SYNC_CHUNK):
             chunk = sent[start : start + SYNC_CHUNK]

@@ -68,13 +68,14 @@ class ScanCounter:
 
     async def sync(self) -> int:
         """Add the pending scans to Redis; on failure they stay pending for the next try."""
+        if not self._cache.is_available:  # Redis failed a moment ago: the scans wait, nothing is tried
+            return 0
         pending = {code: state for code, state in self._states.items() if state.pending}
         if not pending:
             return 0
         try:
             await self._cache.add_scans(pending)
-        except REDIS_ERRORS as exc:
-            logger.warning("scan counts not added to redis, retrying next time: %r", exc)
+        except REDIS_ERRORS:  # logged by the cache, which now skips Redis for a while
             return 0
         self._unflushed.update(pending)
         if len(self._states) > MAX_STATES:

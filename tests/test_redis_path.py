@@ -21,6 +21,7 @@ from cache.resp import RespClient
 from cache.store import DocumentCache, Scans, redis_client
 from resolver.app import create_app
 from resolver.embedded import EmbeddedRedis
+from resolver.scans import ScanCounter
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
@@ -216,3 +217,22 @@ async def test_connection_refused_raises_a_redis_error() -> None:
 
     with pytest.raises(RedisConnectionError):
         await client.call("PING")
+
+
+async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: EmbeddedRedis) -> None:
+    """With Redis down, the scan sync (4 times a second per worker) tries once, then waits out the back-off with
+    the scans kept pending, instead of failing and logging on every round."""
+    client = redis_client(own_redis.url)
+    cache = DocumentCache(client)
+    counter = ScanCounter(None, cache)  # type: ignore[arg-type]  # sync never touches Postgres
+    try:
+        counter.count("C1", "10.0.0.0/24")
+        await asyncio.to_thread(own_redis.stop)
+
+        synced = [await counter.sync() for _ in range(5)]
+
+        assert synced == [0] * 5
+        assert cache.errors == 1  # one attempt, then the back-off
+        assert counter.count("C1", "10.0.0.0/24").pending == 2  # nothing lost: sent once Redis is back
+    finally:
+        await client.aclose()
