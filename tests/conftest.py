@@ -8,6 +8,7 @@ and starts with an empty Redis database, so tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tempfile
@@ -84,17 +85,26 @@ async def drop_database(servers: Servers, name: str) -> None:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def migrated_database(servers: Servers, prefix: str, *, code_partitions: int) -> AsyncIterator[str]:
+    """A database of its own, migrated, dropped afterwards: its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    url = await create_database(servers, name)
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn, code_partitions=code_partitions)
+        finally:
+            await conn.close()
+        yield url
+    finally:
+        await drop_database(servers, name)
+
+
 @pytest.fixture(scope="session")
 async def database_url(servers: Servers) -> AsyncIterator[str]:
-    name = f"tracecode_test_{secrets.token_hex(4)}"
-    url = await create_database(servers, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, code_partitions=16)
-    finally:
-        await conn.close()
-    yield url
-    await drop_database(servers, name)
+    async with migrated_database(servers, "tracecode_test", code_partitions=16) as url:
+        yield url
 
 
 @pytest.fixture

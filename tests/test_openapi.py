@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -31,8 +30,7 @@ from schemathesis.specs.openapi.checks import (
 from resolver import openapi
 from resolver.app import create_app
 from resolver.settings import Settings
-from schema.migrate import migrate
-from tests.conftest import Servers, Service, create_database, drop_database
+from tests.conftest import Servers, Service, migrated_database
 from tests.helpers import batch_body, serving, subprocess_env
 
 PRODUCER_REGION = "630121"  # 大通回族土族自治县
@@ -129,15 +127,8 @@ SEEDED: list[Seeded] = []
 
 @pytest.fixture(scope="module")
 async def fuzz_database(servers: Servers) -> AsyncIterator[str]:
-    name = f"tracecode_openapi_{secrets.token_hex(4)}"
-    url = await create_database(servers, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, code_partitions=4)
-    finally:
-        await conn.close()
-    yield url
-    await drop_database(servers, name)
+    async with migrated_database(servers, "tracecode_openapi", code_partitions=4) as url:
+        yield url
 
 
 def _created(response: httpx.Response) -> dict[str, Any]:

@@ -12,12 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
-from schema.migrate import migrate
-from tests.conftest import Servers, create_database, drop_database, random_credit_code
+from tests.conftest import Servers, migrated_database, random_credit_code
 from tests.helpers import batch_body, serving, subprocess_env
 
 HAIBEI = "632200"  # 海北藏族自治州: 门源 632221, 祁连 632222, 海晏 632223, 刚察 632224
@@ -36,15 +34,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 async def page_database(servers: Servers) -> AsyncIterator[str]:
-    name = f"tracecode_page_{secrets.token_hex(4)}"
-    url = await create_database(servers, name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn, code_partitions=4)
-    finally:
-        await conn.close()
-    yield url
-    await drop_database(servers, name)
+    async with migrated_database(servers, "tracecode_page", code_partitions=4) as url:
+        yield url
 
 
 def _seed(client: httpx.Client) -> str:
