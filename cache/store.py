@@ -38,7 +38,7 @@ return {document, scans[1], scans[2], redis.call('PFCOUNT', KEYS[3])}
 # Add one worker's scans of many codes since its last sync; answer each code's totals, three values per code.
 # KEYS: scans and places of each code. ARGV: counters' TTL, places window, then per code: the scans to add,
 # their first_at, the number of places, the places. Touches keys of many codes: on a Redis Cluster the sync
-# would have to send one call per code instead (see ROADMAP in the README).
+# would have to send one call per code instead (see "Known limits" in the README).
 _ADD_SCANS = """
 local totals, at = {}, 3
 for i = 1, #KEYS, 2 do
@@ -60,7 +60,7 @@ return totals
 SYNC_CHUNK = 500  # codes per call of _ADD_SCANS: a script holds Redis up while it runs
 
 # Drop every cached document of a batch. Touches keys it reads from the set, so on a Redis Cluster
-# it needs the documents to be invalidated one by one instead (see ROADMAP in the README).
+# it needs the documents to be invalidated one by one instead (see "Known limits" in the README).
 _INVALIDATE_BATCH = """
 local codes = redis.call('SMEMBERS', KEYS[1])
 for _, code in ipairs(codes) do redis.call('DEL', ARGV[1] .. '{' .. code .. '}') end
