@@ -141,6 +141,40 @@ def hot_client(client: aioredis.Redis) -> RespClient | None:
     return hot
 
 
+def db_channel(prefix: str, client: aioredis.Redis) -> str:
+    """`prefix` + the client's database number: pub/sub channels span a server's databases, the ids sent on them
+    do not."""
+    return prefix + str(client.connection_pool.connection_kwargs.get("db", 0))
+
+
+async def follow_ids(
+    client: aioredis.Redis,
+    channel: str,
+    on_id: Callable[[int], None],
+    *,
+    on_subscribed: Callable[[], None],
+    on_lost: Callable[[], None],
+) -> None:
+    """Call `on_id` with every id published on `channel`, until cancelled. A lost subscription is taken up again
+    after the back-off; messages published meanwhile cannot be replayed, so `on_lost` must make up for them
+    (`on_subscribed` runs each time the subscription stands)."""
+    while True:
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                on_subscribed()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        on_id(int(message["data"]))
+        except REDIS_ERRORS as exc:
+            logger.warning(
+                "redis channel %s lost, subscribing again in %.0f s: %r", channel, keys.REDIS_RETRY_AFTER_S, exc
+            )
+        finally:
+            on_lost()
+        await asyncio.sleep(keys.REDIS_RETRY_AFTER_S)
+
+
 class _Script:
     """A Lua script called by EVALSHA, loaded by EVAL when Redis does not know it (a restarted Redis)."""
 
@@ -179,7 +213,7 @@ class DocumentCache:
         self._call_hot: Callable[..., Awaitable[Any]] = client.execute_command if hot is None else hot.call
         self._invalidate_batch = client.register_script(_INVALIDATE_BATCH)
         # Pub/sub channels span a server's databases; batch ids do not: one channel per database.
-        self._channel = keys.INVALIDATION_CHANNEL + str(client.connection_pool.connection_kwargs.get("db", 0))
+        self._channel = db_channel(keys.INVALIDATION_CHANNEL, client)
         self._skip_until = 0.0
         self.hits = 0
         self.misses = 0
@@ -284,20 +318,12 @@ class DocumentCache:
     async def listen_for_invalidations(self, tier: LocalTier) -> None:
         """Drop the local documents of every batch announced as changed. The tier is on only while subscribed:
         a message missed while the connection is down would leave a stale document."""
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    tier.is_enabled = True
-                    logger.info("local document tier on: subscribed to invalidations")
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            tier.drop_batch(int(message["data"]))
-            except REDIS_ERRORS as exc:
-                logger.warning("invalidation channel lost, local tier off until resubscribed: %r", exc)
-            finally:
-                tier.disable()
-            await asyncio.sleep(keys.REDIS_RETRY_AFTER_S)
+
+        def subscribed() -> None:
+            tier.is_enabled = True
+            logger.info("local document tier on: subscribed to invalidations")
+
+        await follow_ids(self._redis, self._channel, tier.drop_batch, on_subscribed=subscribed, on_lost=tier.disable)
 
     async def forget(self, codes: list[str]) -> None:
         """Drop the entries of `codes` where Redis can be reached; a stale negative entry expires on its own."""

@@ -9,7 +9,6 @@ refused everywhere within that time at the latest.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -21,8 +20,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from cache.keys import KEY_PREFIX, REDIS_RETRY_AFTER_S
-from cache.store import REDIS_ERRORS
+from cache.keys import KEY_PREFIX
+from cache.store import db_channel, follow_ids
 from resolver import queries
 from resolver.problems import Problem
 
@@ -68,8 +67,7 @@ class TokenCache:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
         self._entries: dict[bytes, tuple[int, Principal, float]] = {}
-        # Pub/sub channels span a server's databases; token ids do not: one channel per database.
-        self._channel = REVOCATION_CHANNEL + str(client.connection_pool.connection_kwargs.get("db", 0))
+        self._channel = db_channel(REVOCATION_CHANNEL, client)
         self.generation = 0
         self.is_listening = False
 
@@ -110,21 +108,16 @@ class TokenCache:
     async def listen(self) -> None:
         """Drop every token announced as revoked, until cancelled. Messages missed while the connection is
         down cannot be replayed: on reconnecting the cache starts afresh."""
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    self.clear()
-                    self.is_listening = True
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self.drop(int(message["data"]))
-            except REDIS_ERRORS as exc:
-                logger.warning("token revocation channel lost, resubscribing: %r", exc)
-            finally:
-                self.is_listening = False
-                self.clear()
-            await asyncio.sleep(REDIS_RETRY_AFTER_S)
+
+        def subscribed() -> None:
+            self.clear()
+            self.is_listening = True
+
+        def lost() -> None:
+            self.is_listening = False
+            self.clear()
+
+        await follow_ids(self._redis, self._channel, self.drop, on_subscribed=subscribed, on_lost=lost)
 
 
 def token_cache(request: Request) -> TokenCache:
