@@ -33,6 +33,7 @@ from resolver import (
     metrics,
     openapi,
     problems,
+    queries,
     recall,
     regions_page,
     registry,
@@ -49,6 +50,7 @@ from schema.migrate import ensure_event_partitions
 logger = logging.getLogger(__name__)
 
 PARTITION_CHECK_INTERVAL_S = 6 * 3_600  # event partitions are made months ahead; checking 4 times a day is plenty
+DOCUMENT_CLEANUP_INTERVAL_S = 600  # expired rows of code_documents (no document lives more than an hour) go
 HEALTH_TIMEOUT_S = 1.0
 SHUTDOWN_STEP_S = 10.0
 
@@ -81,6 +83,16 @@ async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
                 await ensure_event_partitions(conn, today=dt.date.today())
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             logger.warning("could not check event partitions: %r", exc)
+
+
+async def _forget_expired_documents(pool: asyncpg.Pool) -> None:
+    """Delete the stored documents past their time (resolver.stored); they are never served, only kept."""
+    while True:
+        await asyncio.sleep(DOCUMENT_CLEANUP_INTERVAL_S)
+        try:
+            await pool.execute(queries.FORGET_EXPIRED_DOCUMENTS)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("could not delete expired stored documents: %r", exc)
 
 
 async def _close(background: Background, redis: aioredis.Redis, pool: asyncpg.Pool) -> None:
@@ -129,6 +141,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
         background.spawn(asyncio.to_thread(kernels.warm))  # the first label request need not load the kernel
         background.spawn(_keep_event_partitions(pool))
+        background.spawn(_forget_expired_documents(pool))
         background.spawn(counter.run())
         background.spawn(metrics.publish(app.state.metrics, redis, app.state))
         if settings.local_cache_size:

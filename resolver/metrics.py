@@ -71,6 +71,8 @@ class Metrics:
                 "redis_hits": cache.hits,
                 "redis_misses": cache.misses,
                 "postgres_loads": resolver.postgres_loads,
+                "postgres_stored": resolver.postgres.stored,
+                "postgres_built": resolver.postgres.built,
             },  # fmt: skip
             "errors": {"redis": cache.errors, "postgres": resolver.postgres_errors},
             "limited": state.limiter.limited,

@@ -12,6 +12,8 @@ _DOCUMENT_COLUMNS = """
     p.name AS producer_name, p.credit_code, p.kind AS producer_kind, p.contact, p.region_code,
     county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
     sc.count AS scan_count, sc.first_at AS scan_first_at,
+    -- read in the statement's snapshot with the rest: the version this document is built from (0007_documents)
+    coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = b.id), 0) AS document_version,
     (SELECT coalesce(jsonb_agg(
                 jsonb_build_object('kind', e.kind, 'at', e.event_time, 'biz_step', e.biz_step,
                                    'disposition', e.disposition) || e.data
@@ -60,6 +62,29 @@ SELECT 1::smallint AS code_type, {_DOCUMENT_COLUMNS.format(entry="NULL::bigint",
   LEFT JOIN scan_counts sc ON sc.code = b.long_code
  WHERE b.long_code = $1
 """
+
+# Documents kept in Postgres (schema/migrations/0007_documents.sql): each asked code's stored document, if it is
+# still current (its batch's version, not past valid_until, the same build), with the code's scan counts.
+# LATERAL: index probes per code, whatever the generic plan guesses of the array's length.
+STORED_DOCUMENTS = """
+SELECT u.code, d.batch_id, d.valid_until, d.body, sc.count AS scan_count, sc.first_at AS scan_first_at
+  FROM unnest($1::text[]) AS u(code)
+  JOIN LATERAL (SELECT d.batch_id, d.version, d.valid_until, d.body FROM code_documents d
+                 WHERE d.code = u.code AND d.build = $2 AND d.valid_until > now()) d ON true
+  LEFT JOIN LATERAL (SELECT s.count, s.first_at FROM scan_counts s WHERE s.code = u.code) sc ON true
+ WHERE d.version = coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = d.batch_id), 0)
+"""
+
+# A newer version wins a race between two builders; a row of an older version is simply never served.
+STORE_DOCUMENTS = """
+INSERT INTO code_documents AS d (code, batch_id, version, build, valid_until, body)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[], $6::bytea[])
+ON CONFLICT (code) DO UPDATE SET batch_id = excluded.batch_id, version = excluded.version, build = excluded.build,
+    valid_until = excluded.valid_until, body = excluded.body
+ WHERE d.version <= excluded.version
+"""
+
+FORGET_EXPIRED_DOCUMENTS = "DELETE FROM code_documents WHERE valid_until < now()"
 
 RESERVE_SEQUENCE = """
 INSERT INTO code_sequences AS s (code_type, region_code, next_seq) VALUES ($1, $2, $3)

@@ -10,11 +10,9 @@ only the scan statistics are spliced in per request (bench/PROFILE.md shows wher
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import ipaddress
 import logging
-from dataclasses import dataclass
 
 import asyncpg
 import orjson
@@ -29,11 +27,11 @@ from cache.singleflight import SingleFlight
 from cache.store import DocumentCache, Scans
 from codegen.format import MalformedCode, parse
 from codegen.longform import parse_long
-from resolver import pages, queries
-from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
+from resolver import pages
 from resolver.problems import Problem
 from resolver.ratelimit import Limiter
 from resolver.scans import ScanCounter
+from resolver.stored import Loaded, PostgresDocuments
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +51,28 @@ POSTGRES_ERRORS = (
 
 
 class Resolver:
-    """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold code once per worker)."""
+    """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold code once per worker),
+    where a current stored document is read in one statement with the other codes asked meanwhile (resolver.stored)."""
 
-    __slots__ = ("_cache", "_flight", "_local", "_pool", "_public_url", "counter", "postgres_errors", "postgres_loads")
+    __slots__ = ("_cache", "_flight", "_local", "_postgres", "counter", "postgres_errors", "postgres_loads")
 
     def __init__(
         self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier, counter: ScanCounter, *, public_url: str
     ) -> None:
-        self._pool = pool
         self._cache = cache
         self._local = local
         self._flight: SingleFlight[Loaded | None] = SingleFlight()
-        self._public_url = public_url
+        self._postgres = PostgresDocuments(pool, public_url=public_url)
         self.counter = counter
         self.postgres_loads = 0
         self.postgres_errors = 0
 
     def __repr__(self) -> str:
-        return f"Resolver(local={self._local!r}, cache={self._cache!r}, postgres_loads={self.postgres_loads})"
+        return f"Resolver(local={self._local!r}, cache={self._cache!r}, postgres={self._postgres!r})"
+
+    @property
+    def postgres(self) -> PostgresDocuments:
+        return self._postgres
 
     async def resolve(self, code: str, *, place: str) -> tuple[Entry, ScanState]:
         """The cached entry of a canonical code and its scans with this one counted; Problem 404 if never issued."""
@@ -94,29 +96,17 @@ class Resolver:
 
     async def _load(self, code: str) -> Loaded | None:
         self.postgres_loads += 1
-        query = queries.DOCUMENT_BY_CODE if len(code) == 20 else queries.DOCUMENT_BY_LONG_CODE
         try:
-            row = await self._pool.fetchrow(query, code)
+            loaded = await self._postgres.load(code)
         except POSTGRES_ERRORS as exc:
             self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)
             raise store_unavailable() from exc
-        if row is None:
+        if loaded is None:
             await self._cache.put_negative(code)
             return None
-        now = dt.datetime.now(CHINA_TZ)
-        body = orjson.dumps(build_document(code, row, public_url=self._public_url, today=now.date()))
-        first_at = row["scan_first_at"]
-        seed = Scans(row["scan_count"] or 0, first_at.astimezone(CHINA_TZ).isoformat() if first_at else None)
-        await self._cache.fill(code, body, batch_id=row["batch_id"], ttl_s=cache_ttl_s(row, now.date(), now), seed=seed)
-        return Loaded(body, row["batch_id"], seed)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    document: bytes
-    batch_id: int
-    scans: Scans
+        await self._cache.fill(code, loaded.document, batch_id=loaded.batch_id, ttl_s=loaded.ttl_s, seed=loaded.scans)
+        return loaded
 
 
 def json_answer(entry: Entry, scans: ScanState) -> bytes:
