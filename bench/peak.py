@@ -303,7 +303,12 @@ def describe_counters(before: Counter[str] | None, after: Counter[str] | None) -
     looked_up = tiers.get("local_hits", 0) + tiers.get("local_misses", 0)
     shares = ""
     if looked_up:
-        found = {"in-process": "local_hits", "Redis": "redis_hits", "Postgres": "postgres_loads"}
+        found = {
+            "in-process": "local_hits",
+            "Redis": "redis_hits",
+            "Postgres stored document": "postgres_stored",
+            "Postgres built": "postgres_built",
+        }
         shares = " (" + ", ".join(f"{name} {tiers.get(key, 0) / looked_up:.0%}" for name, key in found.items()) + ")"
     errors = sum(v for k, v in run.items() if k.startswith("tracecode_store_errors_total"))
     limited = run["tracecode_rate_limited_total"]

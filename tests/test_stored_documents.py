@@ -172,3 +172,27 @@ async def test_a_recall_is_seen_when_redis_has_lost_the_document(
 
     assert answer["status"] == "recalled"
     assert answer["recall"]["reason"] == "兽药残留超标"
+
+
+async def test_a_certification_changed_or_removed_makes_the_stored_document_unservable(
+    service: Service, pg: asyncpg.Connection
+) -> None:
+    code = (await register_batch(service))["trace_code"]
+    batch_id = await _batch_id(pg, code)
+    certification_id = await pg.fetchval(
+        """INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to)
+           SELECT 'organic', md5(random()::text), producer_id, current_date, current_date + 365
+             FROM batches WHERE id = $1 RETURNING id""",
+        batch_id,
+    )
+    documents = _documents(service)
+    shown = [await _load(documents, code)]
+
+    await pg.execute("UPDATE certifications SET valid_to = valid_to + 1 WHERE id = $1", certification_id)
+    shown.append(await _load(documents, code))
+    await pg.execute("DELETE FROM certifications WHERE id = $1", certification_id)
+    shown.append(await _load(documents, code))
+
+    assert [len(document["certifications"]) for document in shown] == [1, 1, 0]
+    assert shown[0]["certifications"] != shown[1]["certifications"]
+    assert (documents.built, documents.stored) == (3, 0)

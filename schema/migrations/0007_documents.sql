@@ -97,39 +97,56 @@ END $$;
 CREATE TRIGGER trace_codes_documents_deleted
     AFTER DELETE ON trace_codes FOR EACH ROW EXECUTE FUNCTION tracecode_code_documents_changed();
 
-CREATE FUNCTION tracecode_producer_documents_changed() RETURNS trigger
+CREATE FUNCTION tracecode_producer_documents_changed(p_producer_ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    SELECT tracecode_documents_changed(ARRAY(SELECT b.id FROM batches b WHERE b.producer_id = ANY (p_producer_ids)))
+$$;
+
+CREATE FUNCTION tracecode_registry_documents_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_producers bigint[];
-    v_products  bigint[];
 BEGIN
     IF TG_TABLE_NAME = 'products' THEN
-        v_products := ARRAY[OLD.id];
-    ELSIF TG_TABLE_NAME = 'producers' THEN
-        v_producers := ARRAY[OLD.id];
-    ELSIF TG_OP = 'INSERT' THEN  -- certifications
-        v_producers := ARRAY[NEW.producer_id];
-    ELSIF TG_OP = 'UPDATE' THEN
-        v_producers := ARRAY[OLD.producer_id, NEW.producer_id];
+        PERFORM tracecode_documents_changed(ARRAY(SELECT b.id FROM batches b WHERE b.product_id = OLD.id));
     ELSE
-        v_producers := ARRAY[OLD.producer_id];
+        PERFORM tracecode_producer_documents_changed(ARRAY[OLD.id]);
     END IF;
-    PERFORM tracecode_documents_changed(ARRAY(
-        SELECT b.id FROM batches b WHERE b.producer_id = ANY (v_producers) OR b.product_id = ANY (v_products)));
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER products_documents_changed
     AFTER UPDATE ON products FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)
-    EXECUTE FUNCTION tracecode_producer_documents_changed();
+    EXECUTE FUNCTION tracecode_registry_documents_changed();
 CREATE TRIGGER producers_documents_changed
     AFTER UPDATE ON producers FOR EACH ROW
     WHEN ((OLD.credit_code, OLD.name, OLD.kind, OLD.region_code, OLD.contact)
           IS DISTINCT FROM (NEW.credit_code, NEW.name, NEW.kind, NEW.region_code, NEW.contact))
-    EXECUTE FUNCTION tracecode_producer_documents_changed();
+    EXECUTE FUNCTION tracecode_registry_documents_changed();
+
+-- Per statement: an import adds a hundred thousand certifications in one (resolver.imports). A trigger with
+-- transition tables takes one event, hence three.
+CREATE FUNCTION tracecode_certification_documents_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM tracecode_producer_documents_changed(ARRAY(SELECT DISTINCT n.producer_id FROM new_rows n));
+    ELSIF TG_OP = 'UPDATE' THEN
+        PERFORM tracecode_producer_documents_changed(ARRAY(
+            SELECT n.producer_id FROM new_rows n UNION SELECT o.producer_id FROM old_rows o));
+    ELSE
+        PERFORM tracecode_producer_documents_changed(ARRAY(SELECT DISTINCT o.producer_id FROM old_rows o));
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER certifications_documents_added
+    AFTER INSERT ON certifications REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tracecode_certification_documents_changed();
 CREATE TRIGGER certifications_documents_changed
-    AFTER INSERT OR UPDATE OR DELETE ON certifications FOR EACH ROW
-    EXECUTE FUNCTION tracecode_producer_documents_changed();
+    AFTER UPDATE ON certifications REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tracecode_certification_documents_changed();
+CREATE TRIGGER certifications_documents_deleted
+    AFTER DELETE ON certifications REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tracecode_certification_documents_changed();
 
 CREATE FUNCTION tracecode_region_documents_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
