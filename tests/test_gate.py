@@ -9,13 +9,29 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.types import Message
 
 from cache import keys
 from codegen.format import compose, is_valid, region_of, type_of
 from resolver.app import create_app
-from resolver.gate import GateScanIn, GroupCommit, PendingScan, _request_hash, _scan_hash
+from resolver.bodies import MAX_BODY_BYTES, read_json
+from resolver.gate import (
+    VOUCHER_BLOCK,
+    VOUCHER_LOW,
+    GateScanIn,
+    GateScanRoute,
+    GroupCommit,
+    PendingScan,
+    VoucherSupply,
+    _request_hash,
+    _scan_hash,
+)
+from resolver.issuer import CodeIssuer
+from resolver.problems import Problem
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch, register_producer, serving, subprocess_env
@@ -504,3 +520,165 @@ def test_the_fast_scan_hash_is_the_stored_one(quantity: object, unit: str) -> No
     )
 
     assert _scan_hash(body) == _request_hash(body)
+
+
+# The lean scan route: its refusals are read_json's own, and so are the bodies it accepts.
+
+
+async def _read_json_answer(body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    """What read_json answers for this body, as every other route of the API would."""
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/v1/gate/scans", "query_string": b"",
+        "headers": [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % len(body))],
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    with pytest.raises(Problem) as refused:
+        await read_json(Request(scope, receive), GateScanIn)
+    response = refused.value.to_response()
+    return response.status_code, orjson.loads(response.body)
+
+
+REFUSED_SCANS = [  # (body, content type): one app for all (a service per case costs a shut-down each)
+    (b'{"code": "1", "quantity": 1, "unit": "kg"', "application/json"),  # malformed JSON
+    (b'\xff{"code": 1}', "application/json"),  # not UTF-8
+    (b'{"code": "1", "unit": "kg", "idempotency_key": "k"}', "application/json"),  # no quantity
+    (b'{"code": "1", "quantity": 0, "unit": "kg", "idempotency_key": "k"}', "application/json"),
+    (b'{"code": "1", "quantity": "1.0001", "unit": "kg", "idempotency_key": "k"}', "application/json"),
+    (b'{"code": "1", "quantity": 1, "unit": "kg", "idempotency_key": "k", "x": 1}', "application/json"),
+    (b'{"code": "1", "quantity": 1, "unit": "k\\u0007g", "idempotency_key": " "}', "application/json; charset=utf-8"),
+    (b"[]", "application/json"),
+    (b'{"code": "1"}', "text/plain"),
+    (b'{"code": "1"}', "APPLICATION/JSON ; x=1"),
+    (b'{"code": "1"}', "application/json\xa0"),  # a space only str.strip() takes away
+    (b" " * (MAX_BODY_BYTES + 1), "application/json"),
+]
+
+
+async def test_scan_refusals_are_read_jsons(service: Service, gate: dict[str, str]) -> None:
+    authorization = (b"authorization", gate["Authorization"].encode())
+    for body, content_type in REFUSED_SCANS:
+        headers = [authorization, (b"content-type", content_type.encode("latin-1"))]
+        response = await service.client.post("/api/v1/gate/scans", content=body, headers=headers)
+
+        assert (response.status_code, response.json()) == await _read_json_answer(body, content_type), body[:80]
+        assert response.headers["content-type"] == "application/problem+json"
+    await _until_listening(service)
+
+
+async def _call_route(
+    service: Service, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> tuple[int, dict[bytes, bytes], dict[str, Any]]:
+    """The scan route called as the ASGI server calls it, the body in `chunks`."""
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/v1/gate/scans", "query_string": b"",
+        "headers": headers, "app": service.app,
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await GateScanRoute()(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return sent[0]["status"], dict(sent[0]["headers"]), orjson.loads(body)
+
+
+async def test_scan_body_in_chunks(service: Service, gate: dict[str, str]) -> None:
+    batch = await register_batch(service)
+    body = orjson.dumps({"code": batch["trace_code"], "quantity": 2, "unit": "kg", "idempotency_key": "chunks"})
+    headers = [(b"authorization", gate["Authorization"].encode()), (b"content-type", b"application/json")]
+    await scan(service, gate, batch["trace_code"], 1)  # the token is now in the worker's cache
+
+    status, answer_headers, answer = await _call_route(service, headers, [body[:7], body[7:30], body[30:]])
+    too_large = await _call_route(service, headers, [b" " * 40_000, b" " * 40_000])
+
+    assert status == 200 and answer["decision"] == "accept" and answer["replay"] is False
+    assert answer_headers == {
+        b"content-length": b"%d" % len(orjson.dumps(answer)),
+        b"content-type": b"application/json",
+    }
+    assert too_large[0] == 413 and too_large[2]["code"] == "payload_too_large"
+
+
+async def test_scan_auth_before_body_with_and_without_the_token_cache(service: Service, gate: dict[str, str]) -> None:
+    """401 and 403 come before any look at the body, whether the token was checked lately or not."""
+    producer = await token(service, "producer", await register_producer(service))
+    for _ in range(2):  # the first time from Postgres, then from the worker's cache
+        wrong_role = await service.client.post("/api/v1/gate/scans", content=b"{", headers=producer)
+        no_bearer = await service.client.post(
+            "/api/v1/gate/scans", content=b"{", headers={"Authorization": "Basic x", "Content-Type": "text/plain"}
+        )
+        unknown = await service.client.post("/api/v1/gate/scans", content=b"{", headers={"Authorization": "Bearer x"})
+        good = await service.client.post(
+            "/api/v1/gate/scans", content=b"{", headers={**gate, "Content-Type": "application/json"}
+        )
+
+        assert wrong_role.status_code == 403 and wrong_role.json()["code"] == "forbidden"
+        assert no_bearer.status_code == 401 and no_bearer.headers["www-authenticate"] == "Bearer"
+        assert unknown.status_code == 401 and unknown.json()["code"] == "unauthorized"
+        assert good.status_code == 400 and good.json()["code"] == "malformed_json"
+    await _until_listening(service)
+
+
+async def _until_listening(service: Service) -> None:
+    """Until the token cache's listener has subscribed: one cancelled while it subscribes holds up the shut-down
+    for SHUTDOWN_STEP_S (cache.store.follow_ids), which a test that ends at once would pay."""
+    for _ in range(200):
+        if service.app.state.token_cache.is_listening:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_scan_route_keeps_method_and_name(service: Service, gate: dict[str, str]) -> None:
+    response = await service.client.get("/api/v1/gate/scans", headers=gate)
+
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["code"] == "method_not_allowed"
+    assert service.app.url_path_for("gate_scan") == "/api/v1/gate/scans"
+
+
+# Voucher codes: a block reserved ahead, one reservation at a time.
+
+
+async def test_vouchers_come_from_one_reservation_and_the_next_is_made_ahead(service: Service) -> None:
+    supply = VoucherSupply(service.app.state.issuer, service.app.state.pool)
+    before = service.query_log.count("code_sequences")
+
+    first = await asyncio.gather(*(supply.one("630103") for _ in range(100)))
+    reserved_once = service.query_log.count("code_sequences") - before
+    rest = [await supply.one("630103") for _ in range(VOUCHER_BLOCK - 100 - VOUCHER_LOW + 1)]  # below the low mark
+    await asyncio.sleep(0.5)  # the next block, reserved in the background
+    codes = [*first, *rest, *(await asyncio.gather(*(supply.one("630103") for _ in range(VOUCHER_LOW))))]
+
+    assert reserved_once == 1
+    assert service.query_log.count("code_sequences") - before == 2
+    assert len(set(codes)) == len(codes) and all(type_of(c) == 3 and region_of(c) == "630103" for c in codes)
+
+
+class _FailingIssuer(CodeIssuer):
+    def __init__(self) -> None:
+        super().__init__(b"0123456789abcdef")
+        self.failures = 1
+
+    async def reserve(self, pool: asyncpg.Pool, code_type: int, region: str, count: int) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("postgres is away")
+        return await super().reserve(pool, code_type, region, count)
+
+
+async def test_a_failed_voucher_reservation_fails_its_scans_and_the_next_scan_tries_again(service: Service) -> None:
+    supply = VoucherSupply(_FailingIssuer(), service.app.state.pool)
+
+    failed = await asyncio.gather(*(supply.one("630103") for _ in range(3)), return_exceptions=True)
+    later = await supply.one("630103")
+
+    assert all(isinstance(f, ConnectionRefusedError) for f in failed)
+    assert type_of(later) == 3
