@@ -34,6 +34,12 @@ async def _batch_id(pg: asyncpg.Connection, code: str) -> int:
     return batch_id
 
 
+async def _new_batch(service: Service, pg: asyncpg.Connection) -> tuple[str, int, PostgresDocuments]:
+    """A new batch's code, its id, and a tier of its own."""
+    code = (await register_batch(service))["trace_code"]
+    return code, await _batch_id(pg, code), _documents(service)
+
+
 async def test_a_built_document_is_stored_and_then_read_in_one_statement(service: Service) -> None:
     code = (await register_batch(service))["trace_code"]
     documents = _documents(service)
@@ -72,13 +78,14 @@ async def test_codes_asked_together_share_one_statement(service: Service) -> Non
         "UPDATE batches SET origin = '新产地' WHERE id = $1",
         """INSERT INTO events (event_time, batch_id, kind, biz_step, data)
            VALUES (now(), $1, 'labels', 'commissioning', '{}')""",
+        "DELETE FROM events WHERE batch_id = $1 AND kind = 'inspection'",
         "UPDATE products SET name = '新品名' WHERE id = (SELECT product_id FROM batches WHERE id = $1)",
         "UPDATE producers SET contact = '0971-1111111' WHERE id = (SELECT producer_id FROM batches WHERE id = $1)",
         """INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to)
            SELECT 'green', md5(random()::text), producer_id, current_date, current_date + 365
              FROM batches WHERE id = $1""",
     ],
-    ids=["recall", "batch", "own-event", "product", "producer", "certification"],
+    ids=["recall", "batch", "own-event", "own-event-removed", "product", "producer", "certification"],
 )
 async def test_a_change_of_what_the_document_shows_makes_the_stored_one_unservable(
     service: Service, pg: asyncpg.Connection, change: str
@@ -97,9 +104,7 @@ async def test_a_change_of_what_the_document_shows_makes_the_stored_one_unservab
 async def test_gate_scans_and_their_events_leave_the_stored_document_current(
     service: Service, pg: asyncpg.Connection
 ) -> None:
-    code = (await register_batch(service))["trace_code"]
-    batch_id = await _batch_id(pg, code)
-    documents = _documents(service)
+    code, batch_id, documents = await _new_batch(service, pg)
     await documents.load(code)
 
     # What an accepted gate scan writes to the batch and the chain (resolver.gate): its admitted quantity and
@@ -119,9 +124,7 @@ async def test_a_document_built_before_a_change_committed_is_never_served(
     service: Service, pg: asyncpg.Connection
 ) -> None:
     """The race a cache fill loses elsewhere: the document is read, the batch changes, then the old one is stored."""
-    code = (await register_batch(service))["trace_code"]
-    batch_id = await _batch_id(pg, code)
-    documents = _documents(service)
+    code, batch_id, documents = await _new_batch(service, pg)
     stale = await pg.fetchrow(queries.DOCUMENT_BY_CODE, code)
     assert stale is not None
 
@@ -177,15 +180,13 @@ async def test_a_recall_is_seen_when_redis_has_lost_the_document(
 async def test_a_certification_changed_or_removed_makes_the_stored_document_unservable(
     service: Service, pg: asyncpg.Connection
 ) -> None:
-    code = (await register_batch(service))["trace_code"]
-    batch_id = await _batch_id(pg, code)
+    code, batch_id, documents = await _new_batch(service, pg)
     certification_id = await pg.fetchval(
         """INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to)
            SELECT 'organic', md5(random()::text), producer_id, current_date, current_date + 365
              FROM batches WHERE id = $1 RETURNING id""",
         batch_id,
     )
-    documents = _documents(service)
     shown = [await _load(documents, code)]
 
     await pg.execute("UPDATE certifications SET valid_to = valid_to + 1 WHERE id = $1", certification_id)

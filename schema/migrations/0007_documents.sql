@@ -46,56 +46,32 @@ LANGUAGE sql AS $$
     ON CONFLICT (batch_id) DO UPDATE SET version = v.version + 1
 $$;
 
-CREATE FUNCTION tracecode_batch_documents_changed() RETURNS trigger
+-- A row trigger of a table whose rows name a batch in the column TG_ARGV[0] (OLD is NULL on INSERT, NEW on DELETE).
+CREATE FUNCTION tracecode_row_documents_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM tracecode_documents_changed(ARRAY[OLD.id]);
-        RETURN OLD;
-    END IF;
-    PERFORM tracecode_documents_changed(ARRAY[NEW.id]);
-    RETURN NEW;
+    PERFORM tracecode_documents_changed(
+        ARRAY[(to_jsonb(OLD) ->> TG_ARGV[0])::bigint, (to_jsonb(NEW) ->> TG_ARGV[0])::bigint]);
+    RETURN NULL;
 END $$;
 
 -- UPDATE OF: the trigger fires when the statement sets one of these columns (a gate scan sets only admitted).
 CREATE TRIGGER batches_documents_changed
     AFTER UPDATE OF producer_id, product_id, trace_code, long_code, lot, quantity, unit, produced_on, expires_on,
                     origin, inspection, certificate, status, recall_reason, recalled_at, created_at
-    ON batches FOR EACH ROW EXECUTE FUNCTION tracecode_batch_documents_changed();
+    ON batches FOR EACH ROW EXECUTE FUNCTION tracecode_row_documents_changed('id');
 CREATE TRIGGER batches_documents_deleted
-    AFTER DELETE ON batches FOR EACH ROW EXECUTE FUNCTION tracecode_batch_documents_changed();
-
-CREATE FUNCTION tracecode_event_documents_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM tracecode_documents_changed(ARRAY[OLD.batch_id]);
-        RETURN OLD;
-    END IF;
-    IF TG_OP = 'UPDATE' THEN
-        PERFORM tracecode_documents_changed(ARRAY[OLD.batch_id, NEW.batch_id]);
-        RETURN NEW;
-    END IF;
-    PERFORM tracecode_documents_changed(ARRAY[NEW.batch_id]);
-    RETURN NEW;
-END $$;
+    AFTER DELETE ON batches FOR EACH ROW EXECUTE FUNCTION tracecode_row_documents_changed('id');
 
 CREATE TRIGGER events_documents_added
     AFTER INSERT ON events FOR EACH ROW WHEN (NEW.entry_id IS NULL)
-    EXECUTE FUNCTION tracecode_event_documents_changed();
+    EXECUTE FUNCTION tracecode_row_documents_changed('batch_id');
 CREATE TRIGGER events_documents_changed
-    AFTER UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION tracecode_event_documents_changed();
+    AFTER UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION tracecode_row_documents_changed('batch_id');
 
 -- A code is never deleted by the service; if one is, its document goes with it.
-CREATE FUNCTION tracecode_code_documents_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM tracecode_documents_changed(ARRAY[OLD.batch_id]);
-    RETURN OLD;
-END $$;
-
 CREATE TRIGGER trace_codes_documents_deleted
-    AFTER DELETE ON trace_codes FOR EACH ROW EXECUTE FUNCTION tracecode_code_documents_changed();
+    AFTER DELETE ON trace_codes FOR EACH ROW EXECUTE FUNCTION tracecode_row_documents_changed('batch_id');
 
 CREATE FUNCTION tracecode_producer_documents_changed(p_producer_ids bigint[]) RETURNS void
 LANGUAGE sql AS $$
