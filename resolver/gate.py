@@ -384,13 +384,13 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers)."""
     state: State = scope["app"].state
     authorization = content_type = content_length = None
-    for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get reads them
+    for name, value in scope["headers"]:  # the first of each (even if empty), as Starlette's Headers.get reads them
         if name == b"authorization":
-            authorization = authorization or value
+            authorization = value if authorization is None else authorization
         elif name == b"content-type":
-            content_type = content_type or value
+            content_type = value if content_type is None else content_type
         elif name == b"content-length":
-            content_length = content_length or value
+            content_length = value if content_length is None else content_length
     principal = _cached_principal(state, authorization) or await authenticate(Request(scope))
     market_id, gate = _gate_of(principal)
     body = await _scan_body(scope, receive, content_type, content_length)

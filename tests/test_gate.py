@@ -598,6 +598,8 @@ async def test_scan_body_in_chunks(service: Service, gate: dict[str, str]) -> No
 
     status, answer_headers, answer = await _call_route(service, headers, [body[:7], body[7:30], body[30:]])
     too_large = await _call_route(service, headers, [b" " * 40_000, b" " * 40_000])
+    first_is_empty = [headers[0], (b"content-type", b""), (b"content-type", b"application/json")]
+    doubled = await _call_route(service, first_is_empty, [body])  # the first header counts, as in Starlette
 
     assert status == 200 and answer["decision"] == "accept" and answer["replay"] is False
     assert answer_headers == {
@@ -605,6 +607,7 @@ async def test_scan_body_in_chunks(service: Service, gate: dict[str, str]) -> No
         b"content-type": b"application/json",
     }
     assert too_large[0] == 413 and too_large[2]["code"] == "payload_too_large"
+    assert doubled[0] == 415 and doubled[2]["code"] == "unsupported_media_type"
 
 
 async def test_scan_auth_before_body_with_and_without_the_token_cache(service: Service, gate: dict[str, str]) -> None:
