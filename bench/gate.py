@@ -81,6 +81,7 @@ TARGET_P99_MS = 25.0
 PHASES = ("ceiling", "warm", "gate")
 SCAN_PATH = "/api/v1/gate/scans"
 SAMPLE_INTERVAL_S = 0.1  # pg_stat_activity, during the measured gate runs
+STATS_FLUSH_S = 1.1  # backends publish their transaction counts at most once a second: wait that long
 READY_TIMEOUT_S = 30.0
 GENERATOR_MARK = "GATE_GENERATOR "
 GENERATOR_SCRIPT = Path(__file__).resolve()
@@ -466,6 +467,7 @@ class Run:
     samples: list[str]
     backends: dict[str, float]  # mean backends of the bench database by state and wait (gate)
     wal_bytes: int  # WAL written during the run (gate)
+    commits: int  # transactions committed in the bench database during the run (gate): one per scan group
 
     @property
     def load(self) -> LoadResult:
@@ -490,6 +492,7 @@ class Run:
             "generator_cpu_us_per_request": round(self.generator_us_per_request, 1),
             "postgres_backends": {k: round(v, 2) for k, v in self.backends.items()},
             "wal_bytes": self.wal_bytes,
+            "commits": self.commits,
             "samples": self.samples,
         }
 
@@ -589,14 +592,23 @@ class BackendSampler:
         self._conn: asyncpg.Connection | None = None
         self._wal_start = 0
         self._wal_end = 0
+        self._commits_start = 0
 
     def __repr__(self) -> str:
         return f"BackendSampler({self._database!r}, samples={self._samples})"
 
     async def start(self) -> None:
         self._conn = await asyncpg.connect(self._url)
+        await asyncio.sleep(STATS_FLUSH_S)  # the warm-up's transactions counted before, not during the run
+        self._commits_start = await self._commits()
         self._wal_start = await self._wal()
         self._task = asyncio.create_task(self._sample())
+
+    async def _commits(self) -> int:
+        assert self._conn is not None
+        query = "SELECT xact_commit FROM pg_stat_database WHERE datname = $1"
+        commits: int = await self._conn.fetchval(query, self._database)
+        return commits
 
     async def _wal(self) -> int:
         assert self._conn is not None
@@ -615,17 +627,20 @@ class BackendSampler:
             self._samples += 1
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
-    async def stop(self) -> tuple[dict[str, float], int]:
-        """(mean backends by state and wait, WAL bytes written)"""
+    async def stop(self) -> tuple[dict[str, float], int, int]:
+        """(mean backends by state and wait, WAL bytes written, transactions committed in the bench database)"""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        commits = 0
         if self._conn is not None:
             self._wal_end = await self._wal()
+            await asyncio.sleep(STATS_FLUSH_S)
+            commits = await self._commits() - self._commits_start
             await self._conn.close()
         means = {what: n / self._samples for what, n in self._counts.most_common()} if self._samples else {}
-        return means, self._wal_end - self._wal_start
+        return means, self._wal_end - self._wal_start, commits
 
 
 @dataclass(slots=True)
@@ -666,7 +681,7 @@ class Bench:
         summary = await self.generator.go()
         cpu = snapshot(server.group, self.data.database_name) - cpu_before
         redis = await redis_counters(self.redis) - redis_before
-        backends, wal_bytes = await sampler.stop() if sampler is not None else ({}, 0)
+        backends, wal_bytes, commits = await sampler.stop() if sampler is not None else ({}, 0, 0)
         _check(phase, summary, is_warmup=False)
         if phase == "gate":
             self.ledger.add(summary, is_warmup=False)
@@ -680,7 +695,7 @@ class Bench:
         )  # fmt: skip
         return Run(
             Measurement(phase, False, load, cpu, redis), int(summary["accepted"]), int(summary["rejected"]),
-            int(summary["replays"]), int(summary["lost"]), list(summary["samples"]), backends, wal_bytes,
+            int(summary["replays"]), int(summary["lost"]), list(summary["samples"]), backends, wal_bytes, commits,
         )  # fmt: skip
 
 
@@ -882,6 +897,11 @@ def report(options: Options, generator: Generator, results: Results) -> dict[str
             f"  -> {cores} cores at {total_us:.0f} us a scan would carry at most ~{cores / total_us * 1e6:,.0f} "
             f"scans/s with nothing else on the machine ('other' used {other_cores:.2f}"
             f" cores during the run, steal {gate.measurement.cores(cpu.machine_steal_s):.2f})"
+        )
+    if gate.commits:
+        print(
+            f"  transactions committed in the bench database: {gate.commits:,}, one per group of scans (and a few for "
+            f"tokens and voucher blocks): ~{gate.accepted / gate.commits:.1f} accepted scans a transaction"
         )
     backends = ", ".join(f"{what} {n:.1f}" for what, n in gate.backends.items())
     print(f"Postgres backends of the bench database during the gate run, mean by state and wait: {backends}")
