@@ -2,9 +2,13 @@
 
 redis-py's per-call machinery (the blocking pool and its locks, command objects, response callbacks)
 cost a Redis-served scan several times what Redis itself does (bench/PROFILE.md, "Redis-only path").
-This client does one thing: send a command on a single connection shared by every request of the
+This client does one thing: send commands on a single connection shared by every request of the
 worker (replies come back in order, so each request waits on a future in a queue) and hand back
-hiredis's reply. Everything else stays on redis-py.
+hiredis's replies. Everything else stays on redis-py.
+
+What every request of one turn of the event loop sends goes out in one write at the end of the turn:
+a write system call per request was the largest single cost of a Redis-served scan in the worker
+(bench/PROFILE.md), and under load dozens of requests arrive in the same turn.
 
 Failure semantics are those of the cache: every error raises one of redis-py's exceptions, which the
 caller answers as a miss. A reply is late only when the *connection* is: when a request has waited
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable
 from typing import Any, TypeAlias, cast
 
 import hiredis
@@ -27,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 Arg: TypeAlias = bytes | str | int
 
 
-def _pack(command: tuple[Arg, ...]) -> bytes:
+def pack(command: tuple[Arg, ...]) -> bytes:
     packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub allows 1-tuples only
     return packed
 
@@ -40,7 +45,10 @@ class _Connection(asyncio.Protocol):
         self._timeout_s = timeout_s
         self._give_up_s = give_up_s
         self._reader = hiredis.Reader(replyError=ResponseError)
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        # Each request: its future, when it was sent, how many replies it waits for as a list (0: one reply, not in a
+        # list), and those come so far.
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float, int, list[Any]]] = collections.deque()
+        self._outgoing: list[bytes] = []  # sent in this turn of the event loop, written at its end
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._heard_at = loop.time()
@@ -52,29 +60,45 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._heard_at = self._loop.time()
         self._reader.feed(data)
+        waiting = self._waiting
         while (reply := self._reader.gets()) is not False:
-            if not self._waiting:
+            if not waiting:
                 self.close(RedisConnectionError("redis sent a reply nobody asked for"))
                 return
-            future, _ = self._waiting.popleft()
+            future, _, count, replies = waiting[0]
+            if count:
+                replies.append(reply)
+                if len(replies) < count:
+                    continue
+                reply = replies
+            waiting.popleft()
             if not future.done():  # a caller that was cancelled is skipped
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.close(RedisConnectionError(f"connection to redis lost: {exc!r}"))
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
+    def send(self, packed: bytes, count: int = 0) -> asyncio.Future[Any]:
+        """The reply to the command in `packed`, or with `count` the list of the replies to its `count` commands;
+        written with everything else sent in this turn of the event loop."""
         if self.is_closed or self._transport is None:
             raise RedisConnectionError("connection to redis closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         now = self._loop.time()
         if not self._waiting:
             self._heard_at = now  # an idle connection has had nothing to say: its silence starts now
-        self._waiting.append((future, now))
-        self._transport.write(packed)
+        self._waiting.append((future, now, count, []))
+        if not self._outgoing:
+            self._loop.call_soon(self._write)
+        self._outgoing.append(packed)
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(now + self._timeout_s, self._watch)
         return future
+
+    def _write(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if not self.is_closed and self._transport is not None:  # when closed, close() failed their requests
+            self._transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def _watch(self) -> None:
         """Close the connection when its oldest request is late; otherwise look again when it could be."""
@@ -92,11 +116,12 @@ class _Connection(asyncio.Protocol):
 
     def close(self, exc: Exception) -> None:
         self.is_closed = True
+        self._outgoing.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         while self._waiting:
-            future, _ = self._waiting.popleft()
+            future = self._waiting.popleft()[0]
             if not future.done():
                 future.set_exception(exc)
         if self._transport is not None:
@@ -138,13 +163,23 @@ class RespClient:
     async def call(self, *args: Arg) -> Any:
         """The reply to one command; an error reply is raised as ResponseError, any other failure as redis-py's
         ConnectionError or TimeoutError."""
-        connection = self._connection
-        if connection is None or connection.is_closed:
-            connection = await self._connect()
-        reply = await connection.send(_pack(args))
+        reply = await self.send(pack(args))
         if isinstance(reply, ResponseError):
             raise reply
         return reply
+
+    def send(self, packed: bytes, count: int = 0) -> Awaitable[Any]:
+        """The reply to the command in `packed` (RESP, as `pack` makes it), or with `count` the list of the replies
+        to its `count` commands; error replies are returned as ResponseError, not raised. Written with every other
+        request of this turn of the event loop: one round trip for all of them."""
+        connection = self._connection
+        if connection is not None and not connection.is_closed:
+            return connection.send(packed, count)
+        return self._send_connecting(packed, count)
+
+    async def _send_connecting(self, packed: bytes, count: int) -> Any:
+        connection = await self._connect()
+        return await connection.send(packed, count)
 
     async def aclose(self) -> None:
         if self._connection is not None:
@@ -176,7 +211,7 @@ class RespClient:
                 else:
                     _, connection = await loop.create_connection(factory, *self._address)
                 for command in self._hello:
-                    reply = await connection.send(_pack(command))
+                    reply = await connection.send(pack(command))
                     if isinstance(reply, ResponseError):
                         raise reply
         except BaseException as exc:

@@ -13,11 +13,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache import keys, store
 from cache.local import ScanState
-from cache.resp import RespClient
+from cache.resp import RespClient, pack
 from cache.store import DocumentCache, Scans, redis_client
 from resolver.app import create_app
 from resolver.embedded import EmbeddedRedis
@@ -62,7 +63,7 @@ async def test_redis_served_scans_ask_postgres_nothing(tierless: Service) -> Non
     assert tierless.query_log.queries == []
 
 
-async def test_fetch_answers_the_document_and_the_counters_in_one_command(
+async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
     cache: DocumentCache, redis: aioredis.Redis
 ) -> None:
     await cache.fill("C1", b'{"a":1}', batch_id=7, ttl_s=60, seed=Scans(5, "2026-01-02T03:04:05+08:00"))
@@ -76,6 +77,104 @@ async def test_fetch_answers_the_document_and_the_counters_in_one_command(
     assert fetched.scans == Scans(5, "2026-01-02T03:04:05+08:00", 0)
     assert negative is not None and negative.document == keys.NEGATIVE
     assert missing is None and (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
+
+
+class _CountedWrites:
+    """A transport that counts the writes made on it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def _count_writes(hot: RespClient) -> _CountedWrites:
+    connection = hot._connection
+    assert connection is not None and connection._transport is not None
+    counted = _CountedWrites(connection._transport)
+    connection._transport = counted  # type: ignore[assignment]
+    return counted
+
+
+async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    cache = DocumentCache(client)
+    try:
+        for i in range(20):
+            await cache.fill(
+                f"C{i}", b'{"n":%d}' % i, batch_id=i + 1, ttl_s=60, seed=Scans(i, "2026-01-02T03:04:05+08:00")
+            )
+        await cache.put_negative("NEG")
+        await cache.fetch("C0")  # connects
+        writes = _count_writes(client.hot_clients[0])  # type: ignore[attr-defined]
+
+        fetched = await asyncio.gather(*(cache.fetch(code) for code in [*(f"C{i}" for i in range(20)), "NEG", "NONE"]))
+        again = await cache.fetch("C7")
+    finally:
+        await client.aclose()
+
+    assert len(writes.writes) == 2  # the 22 fetches of one turn, then the lone one
+    assert b"EVALSHA" not in b"".join(writes.writes)
+    assert [(f.document, f.batch_id, f.scans.count) for f in fetched[:20] if f is not None] == [
+        (b'{"n":%d}' % i, i + 1, i) for i in range(20)
+    ]
+    assert fetched[20] is not None and fetched[20].document == keys.NEGATIVE and fetched[21] is None
+    assert again is not None and again.document == b'{"n":7}'
+    assert (cache.hits, cache.misses, cache.errors) == (23, 1, 0)
+
+
+async def test_a_cancelled_fetch_leaves_the_others_of_its_turn_their_answers(cache: DocumentCache) -> None:
+    for code in ("A", "B", "C"):
+        await cache.fill(code, b'{"c":"%s"}' % code.encode(), batch_id=1, ttl_s=60)
+    await cache.fetch("A")
+
+    tasks = [asyncio.ensure_future(cache.fetch(code)) for code in ("A", "B", "C")]
+    await asyncio.sleep(0)  # all three sent in this turn
+    tasks[1].cancel()
+    a, b, c = await asyncio.gather(*tasks, return_exceptions=True)
+    after = await cache.fetch("B")  # replies stay matched to their requests
+
+    assert isinstance(b, asyncio.CancelledError)
+    assert isinstance(a, store.Fetched) and a.document == b'{"c":"A"}'
+    assert isinstance(c, store.Fetched) and c.document == b'{"c":"C"}'
+    assert after is not None and after.document == b'{"c":"B"}' and cache.errors == 0
+
+
+async def test_a_failed_shared_round_trip_fails_each_of_its_fetches_into_the_fallback() -> None:
+    server, port = await _silent_server(None)  # reads the commands, never answers
+    client = redis_client(f"redis://127.0.0.1:{port}/0")
+    cache = DocumentCache(client)
+    try:
+        fetched = await asyncio.gather(*(cache.fetch(f"C{i}") for i in range(10)))
+        skipped = await cache.fetch("C0")
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+
+    assert fetched == [None] * 10 and skipped is None  # each a miss: the resolver asks Postgres
+    assert cache.errors == 10 and not cache.is_available  # and the back-off holds for every scan
+
+
+async def test_an_error_reply_fails_its_fetch_like_a_failed_script(cache: DocumentCache, redis: aioredis.Redis) -> None:
+    await redis.hset(keys.document_key("WRONG"), "not", "a string")  # GET answers WRONGTYPE
+
+    assert await cache.fetch("WRONG") is None
+    assert cache.errors == 1 and not cache.is_available
+
+
+@pytest.mark.parametrize("code", ["16301214181039605482", "1.2.93630121MA7H8Q2K1C.03010200.20261129173537.001"])
+def test_the_fetch_is_packed_as_the_three_commands(code: str) -> None:
+    commands = [("GET", keys.document_key(code)), ("HMGET", keys.scans_key(code), "count", "first_at")]
+    commands.append(("PFCOUNT", keys.places_key(code)))
+
+    assert store._fetch_commands(code) == b"".join(pack(command) for command in commands)
 
 
 async def test_scripts_are_loaded_again_when_redis_forgot_them(cache: DocumentCache, redis: aioredis.Redis) -> None:
@@ -109,6 +208,30 @@ async def test_a_sync_of_many_codes_adds_every_one(
     assert states["K0"].first_at == "2025-01-01T00:00:00+08:00" and states["K1"].first_at == at
     assert all(s.pending == 0 and not s.pending_places for s in states.values())
     assert await redis.ttl(keys.scans_key("K3")) > 0 and await redis.ttl(keys.places_key("K3")) > 0
+
+
+@pytest.mark.parametrize("hot_read", [True, False])
+async def test_scan_counts_answer_the_counters_redis_holds(
+    redis_url: str, redis: aioredis.Redis, hot_read: bool
+) -> None:
+    client = redis_client(redis_url)
+    cache = DocumentCache(client, hot_read=hot_read)
+    at = "2026-01-02T03:04:05+08:00"
+    try:
+        await redis.hset(keys.scans_key("K1"), mapping={"count": 3, "first_at": at})
+        await redis.hset(keys.scans_key("K2"), mapping={"count": 9, "first_at": at})
+        await redis.hset(keys.scans_key("HALF"), mapping={"count": 1})  # no first_at: not flushed
+        counts = await cache.scan_counts(["K1", "NONE", "K2", "HALF"])
+        one = await cache.scan_counts(["K2"])
+        none = await cache.scan_counts([])
+        await redis.set(keys.scans_key("WRONG"), "x")
+        with pytest.raises(ResponseError):
+            await cache.scan_counts(["K1", "WRONG"])
+    finally:
+        await client.aclose()
+
+    assert counts == {"K1": Scans(3, at), "K2": Scans(9, at)}
+    assert one == {"K2": Scans(9, at)} and none == {}
 
 
 async def test_closing_the_redis_client_closes_the_hot_connection(redis_url: str) -> None:
