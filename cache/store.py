@@ -216,7 +216,8 @@ class DocumentCache:
     __slots__ = ("_call", "_channel", "_hot", "_invalidate_batch", "_redis", "_skip_until", "errors", "hits", "misses")
 
     def __init__(self, client: aioredis.Redis, *, hot_read: bool = True) -> None:
-        """`hot_read`: the scan path's read goes through a RespClient of its own (see cache.resp), not redis-py."""
+        """`hot_read`: the scan path's read, the scan sync and the flush's reads go through a RespClient of its own
+        (see cache.resp), not redis-py."""
         self._redis = client
         self._hot = hot_client(client) if hot_read else None
         # The scan sync and flush too: hiredis packs their thousands of arguments in C, redis-py in Python.
