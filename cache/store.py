@@ -164,6 +164,7 @@ async def follow_ids(
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
+                _raise_if_cancelled()
                 on_subscribed()
                 async for message in pubsub.listen():
                     if message["type"] == "message":
@@ -175,6 +176,14 @@ async def follow_ids(
         finally:
             on_lost()
         await asyncio.sleep(keys.REDIS_RETRY_AFTER_S)
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py can swallow a cancellation that arrives while it connects (redis/redis-py#2028, #2551): the
+    subscription then stands and listens for ever, and a worker's shut-down waits its whole bound for it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _Script:

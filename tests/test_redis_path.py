@@ -359,3 +359,22 @@ async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: Embedd
         assert counter.count("C1", "10.0.0.0/24").pending == 2  # nothing lost: sent once Redis is back
     finally:
         await client.aclose()
+
+
+async def test_a_subscription_cancelled_while_it_connects_ends_at_once(redis: aioredis.Redis) -> None:
+    """A worker's shut-down cancels its follower at any moment, also inside redis-py's connect, which can swallow
+    the cancellation: the follower must end then too, not listen on until the shut-down's bound."""
+    hung = []
+    for step in range(60):
+        delay_s = step * 0.00005  # across the connect, the SUBSCRIBE and its reply
+        follower = asyncio.create_task(
+            store.follow_ids(redis, "tracecode:test:follow", print, on_subscribed=lambda: None, on_lost=lambda: None)
+        )
+        await asyncio.sleep(delay_s)
+        follower.cancel()
+        done, _ = await asyncio.wait([follower], timeout=2.0)
+        if not done:
+            hung.append(delay_s)
+            follower.cancel()
+            await asyncio.wait([follower], timeout=2.0)
+    assert hung == []
