@@ -147,12 +147,17 @@ async def create_token(conn: asyncpg.Pool | asyncpg.Connection, role: str, scope
     return token_id, token
 
 
-async def authenticate(request: Request) -> Principal:
-    """The principal of the request's bearer token; Problem 401 when it is missing or unknown."""
-    header = request.headers.get("authorization", "")
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's value; None for any other value."""
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def authenticate(request: Request) -> Principal:
+    """The principal of the request's bearer token; Problem 401 when it is missing or unknown."""
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise Problem(
             401, "unauthorized", "未认证", "需要 Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
         )

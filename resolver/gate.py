@@ -35,7 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse
 from resolver import queries
-from resolver.auth import Principal, TokenCache, authenticate, forbidden, hash_token
+from resolver.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
 from resolver.bodies import (
     MAX_BODY_BYTES,
     Body,
@@ -426,11 +426,8 @@ def _cached_principal(state: State, authorization: bytes | None) -> Principal | 
     cache: TokenCache | None = getattr(state, "token_cache", None)
     if cache is None or authorization is None:
         return None
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return cache.get(hash_token(token))
+    token = bearer_token(authorization.decode("latin-1"))
+    return None if token is None else cache.get(hash_token(token))
 
 
 async def _scan_body(scope: Scope, receive: Receive, content_type: bytes | None, length: bytes | None) -> GateScanIn:
