@@ -86,6 +86,21 @@ def subprocess_env(**values: str | None) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def serving_as_admin(database_url: str, redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`tracecode serve` on the database with a secret and an admin token of its own: its base URL and the
+    admin's headers."""
+    admin_token = "admin-" + secrets.token_hex(16)
+    env = subprocess_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        TRACECODE_SECRET=secrets.token_hex(16),
+        TRACECODE_ADMIN_TOKEN=admin_token,
+    )
+    with serving(env) as base:
+        yield base, {"Authorization": f"Bearer {admin_token}"}
+
+
 def run_tracecode(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([TRACECODE, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

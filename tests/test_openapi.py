@@ -5,7 +5,6 @@ finds no 5xx and no error that is not problem details."""
 from __future__ import annotations
 
 import copy
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from resolver import openapi
 from resolver.app import create_app
 from resolver.settings import Settings
 from tests.conftest import Servers, Service, migrated_database
-from tests.helpers import batch_body, serving, subprocess_env
+from tests.helpers import batch_body, serving_as_admin
 
 PRODUCER_REGION = "630121"  # 大通回族土族自治县
 PRODUCER_CREDIT_CODE = "93630121MA7H8Q2K1C"
@@ -175,15 +174,7 @@ def _seed(client: httpx.Client) -> Seeded:
 @pytest.fixture(scope="module")
 def api(fuzz_database: str, servers: Servers) -> Iterator[Api]:
     """A real `tracecode serve` on a database of its own, seeded, with an admin token."""
-    admin_token = "admin-" + secrets.token_hex(16)
-    env = subprocess_env(
-        DATABASE_URL=fuzz_database,
-        REDIS_URL=servers.redis_url,
-        TRACECODE_SECRET=secrets.token_hex(16),
-        TRACECODE_ADMIN_TOKEN=admin_token,
-    )
-    headers = {"Authorization": f"Bearer {admin_token}"}
-    with serving(env) as base:
+    with serving_as_admin(fuzz_database, servers.redis_url) as (base, headers):
         with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
             seeded = _seed(client)
         SEEDED[:] = [seeded]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import Servers, migrated_database, random_credit_code
-from tests.helpers import batch_body, serving, subprocess_env
+from tests.helpers import batch_body, serving_as_admin
 
 HAIBEI = "632200"  # 海北藏族自治州: 门源 632221, 祁连 632222, 海晏 632223, 刚察 632224
 MENYUAN, QILIAN, HAIYAN, GANGCHA = "632221", "632222", "632223", "632224"
@@ -69,15 +69,8 @@ def _seed(client: httpx.Client) -> str:
 
 @pytest.fixture(scope="module")
 def site(page_database: str, servers: Servers) -> Iterator[Site]:
-    admin_token = "admin-" + secrets.token_hex(16)
-    env = subprocess_env(
-        DATABASE_URL=page_database,
-        REDIS_URL=servers.redis_url,
-        TRACECODE_SECRET=secrets.token_hex(16),
-        TRACECODE_ADMIN_TOKEN=admin_token,
-    )
-    with serving(env) as base:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=10) as client:
+    with serving_as_admin(page_database, servers.redis_url) as (base, headers):
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
             recalled = _seed(client)
         yield Site(base, recalled)
 
