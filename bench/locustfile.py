@@ -252,6 +252,16 @@ class ConsumerUser(FastHttpUser):
                 response.failure(f"{response.status_code} where {status} was expected: {_sample(response.content)}")
 
 
+def _settle(response: Any, is_ok: bool, count: str, *, by: int = 1) -> None:
+    """A good answer: counted in the ledger under `count` (by `by`) and marked a success. Any other: a failure,
+    with its status and a sample of its body."""
+    if is_ok:
+        _ledger.counts[count] += by
+        response.success()
+    else:
+        response.failure(f"{response.status_code}: {_sample(response.content)}")
+
+
 class GateUser(FastHttpUser):
     """One gate of a market: scans the lots coming in, and records a trade out of an admitted lot now and then."""
 
@@ -316,11 +326,8 @@ class GateUser(FastHttpUser):
         with self.client.post(
             "/api/v1/trades", name="trade", json=body, headers=self.headers, catch_response=True
         ) as response:
-            if response.status_code == HTTP_CREATED and response.json().get("circulation_code"):
-                _ledger.counts["trades"] += 1
-                response.success()
-            else:
-                response.failure(f"{response.status_code}: {_sample(response.content)}")
+            is_traded = response.status_code == HTTP_CREATED and bool(response.json().get("circulation_code"))
+            _settle(response, is_traded, "trades")
 
 
 class ProducerUser(FastHttpUser):
@@ -343,11 +350,8 @@ class ProducerUser(FastHttpUser):
             f"/api/v1/batches/{batch['code']}/labels", name="labels", json={"count": count}, headers=headers,
             catch_response=True,
         ) as response:  # fmt: skip
-            if response.status_code == HTTP_CREATED and len(response.json().get("codes", ())) == count:
-                _ledger.counts["labels_issued"] += count
-                response.success()
-            else:
-                response.failure(f"{response.status_code}: {_sample(response.content)}")
+            is_issued = response.status_code == HTTP_CREATED and len(response.json().get("codes", ())) == count
+            _settle(response, is_issued, "labels_issued", by=count)
 
 
 class RegulatorUser(FastHttpUser):
@@ -379,12 +383,10 @@ class RegulatorUser(FastHttpUser):
         with self.client.post(
             f"/api/v1/batches/{code}/recall", name="recall", json=body, headers=self.headers, catch_response=True
         ) as response:
-            if response.status_code != HTTP_OK or response.json().get("status") != "recalled":
-                response.failure(f"{response.status_code}: {_sample(response.content)}")
-                return
-            _ledger.counts["recalls"] += 1
-            response.success()
-        self._check_seen(code)
+            is_recalled = response.status_code == HTTP_OK and response.json().get("status") == "recalled"
+            _settle(response, is_recalled, "recalls")
+        if is_recalled:
+            self._check_seen(code)
 
     def _check_seen(self, batch_code: str) -> None:
         """A second after the recall returned, codes of the batch must resolve as recalled."""
