@@ -211,6 +211,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _raise_error_reply(replies: list[Any]) -> list[Any]:
+    """The replies of a RespClient.send of several commands, which returns error replies: raised here, the first."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
 def _fetch_commands(code: str) -> bytes:
     """The three commands of a fetch in RESP, as hiredis.pack_command would pack them one by one."""
     document = keys.document_key(code).encode()
@@ -254,10 +262,7 @@ class DocumentCache:
             return None
         try:
             if self._hot is not None:
-                document, counters, places = await self._hot.send(_fetch_commands(code), 3)
-                for reply in (document, counters, places):
-                    if isinstance(reply, ResponseError):
-                        raise reply
+                document, counters, places = _raise_error_reply(await self._hot.send(_fetch_commands(code), 3))
             else:
                 document, counters, places = await self._fetch_by_redis_py(code)
         except REDIS_ERRORS as exc:
@@ -375,9 +380,7 @@ class DocumentCache:
                 replies = await pipe.execute()
         elif codes:
             packed = b"".join(pack(("HMGET", keys.scans_key(code), "count", "first_at")) for code in codes)
-            replies = await self._hot.send(packed, len(codes))
-            if error := next((reply for reply in replies if isinstance(reply, ResponseError)), None):
-                raise error
+            replies = _raise_error_reply(await self._hot.send(packed, len(codes)))
         else:
             return {}
         return {
