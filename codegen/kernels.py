@@ -2,8 +2,9 @@
 
 ``issue_block`` returns a ``(count, 20)`` uint8 array of ASCII digits, one code per row, equal bit for
 bit to ``codegen.permute.issue_one`` for each sequence number. The kernel releases the GIL, so callers
-may split a large block over threads. It is compiled on first use (and cached on disk); call ``warm()``
-at start-up to pay that cost before the first request.
+may split a large block over threads. ``unpermute_one`` and ``unpermute_block`` go the other way, serial to
+sequence number (``codegen.permute.unpermute``), which is how a package code finds its range. The kernels are
+compiled on first use (and cached on disk); call ``warm()`` at start-up to pay that cost before the first request.
 
 How it is fast (``bench/codegen_speed.py`` measures it) without changing the permutation:
 
@@ -177,6 +178,54 @@ def _issue_into(
             words[row, 4] = np.uint32(_PAIR_CHARS[lo - quad * _U_HUNDRED]) | check_words[residue]
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _decrypt(y: np.uint64, keys: RoundKeys) -> np.uint64:
+    """The inverse of ``_encrypt``: the Feistel rounds backwards."""
+    left = y // _U_M
+    right = y % _U_M
+    for r in range(ROUNDS - 1, -1, -1):
+        total = right + _U_M - _mix64(left ^ keys[r]) % _U_M  # (R - f(L)) % M, kept non-negative
+        if total >= _U_M:
+            total -= _U_M
+        left, right = total, left
+    return left * _U_M + right
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _unpermute_into(seqs: _Serials, serials: _Serials, keys: RoundKeys) -> None:
+    for j in range(serials.shape[0]):
+        x = _decrypt(serials[j], keys)
+        while x >= _U_DOMAIN:  # cycle walking backwards, as in codegen.permute.unpermute
+            x = _decrypt(x, keys)
+        seqs[j] = x
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _unpermute_one(serial: int, keys: RoundKeys) -> np.uint64:
+    x = _decrypt(np.uint64(serial), keys)
+    while x >= _U_DOMAIN:
+        x = _decrypt(x, keys)
+    return x
+
+
+def unpermute_one(serial: int, keys: RoundKeys) -> int:
+    """The sequence number of one serial (``codegen.permute.unpermute``, compiled): under a microsecond, where the
+    Python reference takes about 8. A package code is found by its sequence number on every first scan."""
+    if not 0 <= serial < DOMAIN_SIZE:
+        raise ValueError(f"serial must be in [0, 10**11), got {serial!r}")
+    return int(_unpermute_one(serial, keys))
+
+
+def unpermute_block(serials: _Serials, keys: RoundKeys) -> _Serials:
+    """The sequence numbers of an array of serials (each in ``[0, 10**11)``), as a uint64 array of the same length."""
+    serials = np.ascontiguousarray(serials, dtype=np.uint64)
+    if serials.size and int(serials.max()) >= DOMAIN_SIZE:
+        raise ValueError("serials must be in [0, 10**11)")
+    seqs = np.empty_like(serials)
+    _unpermute_into(seqs, serials, _checked_keys(keys))
+    return seqs
+
+
 def _checked_keys(keys: RoundKeys) -> RoundKeys:
     if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64 or keys.shape != (ROUNDS,):
         raise ValueError(f"keys must be a uint64 array of {ROUNDS} round keys (see derive_round_keys)")
@@ -230,5 +279,8 @@ def block_to_bytes(block: CodeBlock, *, line_end: bytes = b"\n") -> bytes:
 
 
 def warm() -> None:
-    """Compile (or load from the on-disk cache) the kernel, so that the first real block is fast."""
-    issue_block(1, _WARM_REGION, 0, 1, derive_round_keys(_WARM_SECRET, 1, _WARM_REGION))
+    """Compile (or load from the on-disk cache) the kernels, so that the first real call is fast."""
+    keys = derive_round_keys(_WARM_SECRET, 1, _WARM_REGION)
+    issue_block(1, _WARM_REGION, 0, 1, keys)
+    unpermute_one(0, keys)
+    unpermute_block(np.zeros(1, dtype=np.uint64), keys)

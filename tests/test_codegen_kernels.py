@@ -186,3 +186,23 @@ def test_block_conversions_reject_other_shapes() -> None:
         k.block_to_strings(np.zeros((2, 19), dtype=np.uint8))
     with pytest.raises(ValueError):
         k.block_to_bytes(np.zeros((2, 20), dtype=np.int32))
+
+
+def test_unpermute_one_inverts_the_reference(keys: p.RoundKeys) -> None:
+    ints = keys.tolist()
+    seqs = [0, 1, 123_456, p.DOMAIN_SIZE - 1, *_walked_seqs(ints, 5)]
+    for seq in seqs:
+        assert k.unpermute_one(p.permute(seq, ints), keys) == seq == p.unpermute(p.permute(seq, ints), ints)
+
+
+def test_unpermute_block_inverts_a_block(keys: p.RoundKeys, big_block: k.CodeBlock) -> None:
+    serials = np.array([int(code[7:18]) for code in k.block_to_strings(big_block[:50_000])], dtype=np.uint64)
+    assert k.unpermute_block(serials, keys).tolist() == list(range(BIG_START, BIG_START + 50_000))
+
+
+def test_unpermute_rejects_serials_out_of_the_domain(keys: p.RoundKeys) -> None:
+    with pytest.raises(ValueError, match="serial"):
+        k.unpermute_one(p.DOMAIN_SIZE, keys)
+    with pytest.raises(ValueError, match="serials"):
+        k.unpermute_block(np.array([p.DOMAIN_SIZE], dtype=np.uint64), keys)
+    assert k.unpermute_block(np.array([], dtype=np.uint64), keys).shape == (0,)
