@@ -1,19 +1,25 @@
 """Every Redis key name and TTL of tracecode, in one place.
 
 The keys of one code share the hash tag `{code}`, so that one script may touch them all on a
-Redis Cluster too.
+Redis Cluster too. A package code (type 4) has no key of its own: its document is its batch's, and
+its scan counters are a field of the hash of its block of sequence numbers (`ScanSlot`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 KEY_PREFIX = "tc:"
 
 DOCUMENT_TTL_S = 3_600  # 1 hour: documents are also invalidated on every write that changes them
 NEGATIVE_TTL_S = 60  # a never-issued code stays unknown for a minute: a new code is not hidden long
 NEGATIVE = b"-"  # cached answer "never issued"; a document is JSON and never starts with "-"
-SCANS_TTL_S = 2 * DOCUMENT_TTL_S  # scan counters outlive the document they count, refreshed on every scan
+SCANS_TTL_S = 2 * DOCUMENT_TTL_S  # a scan hash untouched this long goes; it is rebuilt from Postgres when next needed
 PLACES_WINDOW_S = 600  # 10 minutes: the window in which distinct places scanning one code are counted
 PLACES_WARNING = 5  # this many distinct client networks in one window flag the code as possibly copied
+MAX_PLACES = 16  # distinct networks kept per code and window: enough to pass the warning line
+PACKAGE_SCAN_BLOCK = 4_096  # package codes (by sequence number) whose counters share one hash
+SCANS_ALIVE = "_"  # member of every scan hash: absent, the hash was lost and must be rebuilt before it is counted on
 
 REDIS_MAX_CONNECTIONS = 64  # per worker
 # A slow Redis must not hold up a scan, but a busy worker must not mistake its own slowness for Redis's: the hot
@@ -32,14 +38,37 @@ def document_key(code: str) -> str:
     return f"{KEY_PREFIX}doc:{{{code}}}"
 
 
-def scans_key(code: str) -> str:
-    """code -> hash {count, first_at}: consumer resolves of the code."""
-    return f"{KEY_PREFIX}scans:{{{code}}}"
+@dataclass(frozen=True, slots=True)
+class ScanSlot:
+    """Where a code's consumer scan counters live: member `field` of the hash `key`, in Redis; and in Postgres,
+    the row of `package_scans` (region, seq) for a package code, else of `scan_counts` (code).
+
+    A scan hash holds SCANS_ALIVE and one member per scanned code: "{count} {first_at} {window start} {places}",
+    the count, the first scan's time (ISO 8601, China time), the start (epoch s) of the current PLACES_WINDOW_S
+    and the ids of the client networks seen in it, comma-separated. A hash is made whole from Postgres (every
+    code of it ever scanned), so while SCANS_ALIVE is there a code without a member has never been scanned.
+    """
+
+    code: str
+    key: str
+    field: str
+    region: str = ""  # package codes only
+    seq: int = -1  # package codes only
+
+    @property
+    def is_package(self) -> bool:
+        return self.seq >= 0
 
 
-def places_key(code: str) -> str:
-    """code -> HyperLogLog of the client networks that scanned it in the current window."""
-    return f"{KEY_PREFIX}places:{{{code}}}"
+def code_scan_slot(code: str) -> ScanSlot:
+    """The counters of a batch, voucher or circulation code, or a long form: a hash of its own."""
+    return ScanSlot(code, f"{KEY_PREFIX}scans:{{{code}}}", "0")
+
+
+def package_scan_slot(code: str, region: str, seq: int) -> ScanSlot:
+    """The counters of a package code, sequence number `seq` of `region`: a member of its block's hash."""
+    block, offset = divmod(seq, PACKAGE_SCAN_BLOCK)
+    return ScanSlot(code, f"{KEY_PREFIX}pscans:{{{region}:{block}}}", str(offset), region, seq)
 
 
 def batch_codes_key(batch_id: int) -> str:

@@ -1,6 +1,8 @@
 """The in-process tier in front of Redis: recently resolved documents of this worker, and its scan counts.
 
-Documents are dropped on the invalidation messages that every change publishes (see
+Documents are kept by document key: a package code's is its batch code (every package code of a batch
+answers the batch's document with its own code put in), any other code's is the code itself. Documents
+are dropped on the invalidation messages that every change publishes (see
 `cache.store.DocumentCache.invalidate_batch`), and after LOCAL_TTL_S in any case. While this
 worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because
 it could miss a message: every scan then goes to Redis.
@@ -16,6 +18,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cache.keys import ScanSlot
+
 LOCAL_CAPACITY = 20_000  # documents per worker: about 40 MB at 2 KB each
 LOCAL_TTL_S = 60.0  # a safety net only: changes reach the tier through invalidation messages
 
@@ -24,6 +28,8 @@ LOCAL_TTL_S = 60.0  # a safety net only: changes reach the tier through invalida
 class ScanState:
     """One code's counter in this worker: Redis's figures at the last sync and what was added since."""
 
+    slot: ScanSlot
+    doc_key: str  # where the code's document is kept (see the module docstring)
     count: int  # at the last sync
     first_at: str | None
     places: int  # distinct networks in the current window, at the last sync
@@ -41,16 +47,20 @@ class ScanState:
 
 @dataclass(slots=True)
 class Entry:
-    """A cached document, kept as the parts of its answers that do not change from scan to scan."""
+    """A cached document, kept as the parts of its answers that do not change from scan to scan.
+
+    `document` is the JSON object without the members of the code it answers (code, type, url), which every
+    answer puts in front of `members`, its own code's.
+    """
 
     document: bytes
     batch_id: int
     expires_at: float
-    json_head: bytes = field(init=False)  # the document without its closing brace: the `scans` member follows
-    page: tuple[bytes, bytes] | None = None  # the consumer page, encoded, split where the scan statistics go
+    members: bytes = field(init=False)  # the document's members, without the braces
+    page: tuple[bytes | int, ...] | None = None  # the consumer page, encoded, with holes (see resolver.pages)
 
     def __post_init__(self) -> None:
-        self.json_head = self.document[:-1]
+        self.members = self.document[1:-1]
 
 
 class LocalTier:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,45 +22,83 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from cache import keys
 from cache.local import LocalTier, ScanState
-from cache.resp import RespClient, pack
+from cache.resp import RespClient
 
 logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# The document of a code and its scan counters, in one round trip: GET document, HMGET scans count first_at,
-# PFCOUNT places, packed here (see _fetch_commands). Three plain commands cost Redis about a third of what one Lua
-# script making the same three calls does (bench/PROFILE.md, "Redis-only path"), each touches one key (a Redis
-# Cluster routes them), and the worker writes the fetches of one turn of its event loop together (cache.resp).
-_FETCH_COMMANDS = (
-    b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
-    b"*4\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n$5\r\ncount\r\n$8\r\nfirst_at\r\n"
-    b"*2\r\n$7\r\nPFCOUNT\r\n$%d\r\n%s\r\n"
-)
-
 # Add one worker's scans of many codes since its last sync; answer each code's totals, three values per code.
-# KEYS: scans and places of each code. ARGV: counters' TTL, places window, then per code: the scans to add,
-# their first_at, the number of places, the places. Touches keys of many codes: on a Redis Cluster the sync
-# would have to send one call per code instead (see "Known limits" in the README).
+# KEYS: each code's scan hash (codes of one block share one). ARGV: the hashes' TTL, the places window, the most
+# places kept, now (epoch s), SCANS_ALIVE, then per code: its member, the scans to add, their first_at, the number
+# of places, the places. A member is "{count} {first_at} {window start} {places}" (keys.ScanSlot). A hash without its
+# SCANS_ALIVE member was lost (Redis restarted, evicted or expired it): nothing is added to it, and its codes
+# answer a count of -1, until it has been rebuilt from Postgres (_REBUILD_SCANS). Touches keys of many codes: on a
+# Redis Cluster the sync would have to send one call per hash instead (see "Known limits" in the README).
 _ADD_SCANS = """
-local totals, at = {}, 3
-for i = 1, #KEYS, 2 do
-    local scans, places, first_at, n = KEYS[i], KEYS[i + 1], ARGV[at + 1], tonumber(ARGV[at + 2])
-    local count = redis.call('HINCRBY', scans, 'count', ARGV[at])
-    if first_at ~= '' then redis.call('HSETNX', scans, 'first_at', first_at) end
-    redis.call('EXPIRE', scans, ARGV[1])
-    if n > 0 then
-        redis.call('PFADD', places, unpack(ARGV, at + 3, at + 2 + n))
-        if redis.call('TTL', places) < 0 then redis.call('EXPIRE', places, ARGV[2]) end
+local totals, at, alive = {}, 6, {}
+local window, most, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS do
+    local key, member, add, first_at = KEYS[i], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+    local n = tonumber(ARGV[at + 3])
+    if alive[key] == nil then
+        alive[key] = redis.call('HEXISTS', key, ARGV[5]) == 1
+        if alive[key] then redis.call('EXPIRE', key, ARGV[1]) end
     end
-    totals[#totals + 1] = count
-    totals[#totals + 1] = redis.call('HGET', scans, 'first_at') or ''
-    totals[#totals + 1] = redis.call('PFCOUNT', places)
-    at = at + 3 + n
+    if alive[key] then
+        local count, since, places = 0, now, ''
+        local value = redis.call('HGET', key, member)
+        if value then
+            local c, f, s, p = string.match(value, '^(%d+) (%S+) (%d+) ?(.*)$')
+            count, since, places = tonumber(c), tonumber(s), p
+            if first_at == '' or f < first_at then first_at = f end
+            if now - since >= window then since, places = now, '' end
+        end
+        count = count + add
+        local seen = 0
+        if places ~= '' then seen = select(2, string.gsub(places, ',', ',')) + 1 end
+        for j = at + 4, at + 3 + n do
+            if seen >= most then break end
+            if not string.find(',' .. places .. ',', ',' .. ARGV[j] .. ',', 1, true) then
+                if places == '' then places = ARGV[j] else places = places .. ',' .. ARGV[j] end
+                seen = seen + 1
+            end
+        end
+        redis.call('HSET', key, member, string.format('%d %s %d %s', count, first_at, since, places))
+        totals[#totals + 1] = count
+        totals[#totals + 1] = first_at
+        totals[#totals + 1] = seen
+    else
+        totals[#totals + 1] = -1
+        totals[#totals + 1] = ''
+        totals[#totals + 1] = 0
+    end
+    at = at + 4 + n
 end
 return totals
 """
 SYNC_CHUNK = 500  # codes per call of _ADD_SCANS: a script holds Redis up while it runs
+
+# Make lost scan hashes whole again from Postgres's counts, unless another worker did meanwhile; answer the asked
+# members as they then stand. KEYS: the hashes. ARGV: their TTL, SCANS_ALIVE, members per HSET, then per hash:
+# the number of members from Postgres, those members and their values, the number of members asked, those members.
+_REBUILD_SCANS = """
+local answers, at, step = {}, 4, 2 * tonumber(ARGV[3])
+for i = 1, #KEYS do
+    local key, n = KEYS[i], tonumber(ARGV[at])
+    local made = redis.call('EXISTS', key) == 0
+    if made then redis.call('HSET', key, ARGV[2], '1') end
+    for j = at + 1, at + 2 * n, step do
+        if made then redis.call('HSET', key, unpack(ARGV, j, math.min(j + step - 1, at + 2 * n))) end
+    end
+    if made then redis.call('EXPIRE', key, ARGV[1]) end
+    at = at + 1 + 2 * n
+    for j = at + 1, at + tonumber(ARGV[at]) do answers[#answers + 1] = redis.call('HGET', key, ARGV[j]) or false end
+    at = at + 1 + tonumber(ARGV[at])
+end
+return answers
+"""
+REBUILD_MEMBERS_PER_HSET = 500  # Lua's unpack takes a few thousand values at most
 
 # Drop every cached document of a batch. Touches keys it reads from the set, so on a Redis Cluster
 # it needs the documents to be invalidated one by one instead (see "Known limits" in the README).
@@ -85,11 +124,23 @@ class Scans:
         return self.places >= keys.PLACES_WARNING
 
 
+NO_SCANS = Scans(0, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    document: bytes  # a document, or keys.NEGATIVE
-    batch_id: int  # 0 for NEGATIVE
-    scans: Scans  # Redis's counters of the code as they stand (zero when it has none)
+    document: bytes | None  # a document, keys.NEGATIVE, or None: not asked for, or not in Redis
+    batch_id: int  # 0 without a document
+    scans: Scans | None  # Redis's counters of the code as they stand; None: its scan hash was lost (rebuild it)
+
+
+def unpack_scans(member: bytes | None, now_s: float) -> Scans:
+    """The counters in a scan hash's member (keys.ScanSlot) at `now_s`; no member: never scanned."""
+    if member is None:
+        return NO_SCANS
+    count, first_at, since, places = member.decode().split(" ", 3)
+    seen = places.count(",") + 1 if places and now_s - int(since) < keys.PLACES_WINDOW_S else 0
+    return Scans(int(count), first_at, seen)
 
 
 class _Redis(aioredis.Redis):
@@ -205,6 +256,12 @@ class _Script:
 
 
 _ADD_SCANS_SCRIPT = _Script(_ADD_SCANS)
+_REBUILD_SCANS_SCRIPT = _Script(_REBUILD_SCANS)
+
+
+def place_id(place: str) -> str:
+    """A short id of a client network, as kept among a code's places in Redis (a collision costs one place)."""
+    return format(zlib.crc32(place.encode()), "x")
 
 
 def _text(value: bytes | str) -> str:
@@ -219,12 +276,22 @@ def _raise_error_reply(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def _fetch_commands(code: str) -> bytes:
-    """The three commands of a fetch in RESP, as hiredis.pack_command would pack them one by one."""
-    document = keys.document_key(code).encode()
-    scans = keys.scans_key(code).encode()
-    places = keys.places_key(code).encode()
-    return _FETCH_COMMANDS % (len(document), document, len(scans), scans, len(places), places)
+# The document of a code and its scan counters, in one round trip: GET the document (unless this worker has it),
+# HMGET the code's member and the hash's SCANS_ALIVE, packed here. Plain commands cost Redis about a third of a Lua
+# script making the same calls (bench/PROFILE.md, "Redis-only path"), each touches one key (a Redis Cluster routes
+# them), and the worker writes the fetches of one turn of its event loop together (cache.resp).
+_GET_DOCUMENT = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
+_GET_SCANS = b"*4\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n" + keys.SCANS_ALIVE.encode() + b"\r\n"
+
+
+def _fetch_commands(doc_key: str | None, slot: keys.ScanSlot) -> bytes:
+    """The commands of a fetch in RESP, as hiredis.pack_command would pack them one by one."""
+    key, field = slot.key.encode(), slot.field.encode()
+    scans = _GET_SCANS % (len(key), key, len(field), field)
+    if doc_key is None:
+        return scans
+    document = keys.document_key(doc_key).encode()
+    return _GET_DOCUMENT % (len(document), document) + scans
 
 
 class DocumentCache:
@@ -254,54 +321,51 @@ class DocumentCache:
     def is_available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    async def fetch(self, code: str) -> Fetched | None:
-        """The cached document of `code` and its scan counters, in one round trip; None on a miss or without Redis.
-
-        The fetches of one turn of the event loop share that round trip; when it fails, each of them fails."""
+    async def fetch(self, doc_key: str | None, slot: keys.ScanSlot) -> Fetched | None:
+        """The cached document of `doc_key` (unless None) and the scan counters of `slot`, in one round trip; None
+        without Redis. The fetches of one turn of the event loop share that round trip; when it fails, each fails."""
         if not self.is_available:
             return None
         try:
             if self._hot is not None:
-                document, counters, places = _raise_error_reply(await self._hot.send(_fetch_commands(code), 3))
+                replies = _raise_error_reply(
+                    await self._hot.send(_fetch_commands(doc_key, slot), 1 + (doc_key is not None))
+                )
             else:
-                document, counters, places = await self._fetch_by_redis_py(code)
+                replies = await self._fetch_by_redis_py(doc_key, slot)
         except REDIS_ERRORS as exc:
             self._failed("fetch", exc)
             return None
+        member, alive = replies[-1]
+        scans = unpack_scans(member, time.time()) if alive is not None else None
+        document = replies[0] if doc_key is not None else None
         if document is None:
-            self.misses += 1
-            return None
+            self.misses += doc_key is not None
+            return Fetched(None, 0, scans)
         self.hits += 1
-        count, first_at = counters
-        scans = Scans(int(count or 0), _text(first_at) if first_at else None, int(places))
         if document == keys.NEGATIVE:
             return Fetched(keys.NEGATIVE, 0, scans)
         batch_id, _, document = document.partition(b"\n")
         return Fetched(document, int(batch_id), scans)
 
-    async def _fetch_by_redis_py(self, code: str) -> list[Any]:
+    async def _fetch_by_redis_py(self, doc_key: str | None, slot: keys.ScanSlot) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.document_key(code))
-            pipe.hmget(keys.scans_key(code), "count", "first_at")
-            pipe.pfcount(keys.places_key(code))
+            if doc_key is not None:
+                pipe.get(keys.document_key(doc_key))
+            pipe.hmget(slot.key, slot.field, keys.SCANS_ALIVE)
             replies: list[Any] = await pipe.execute()
         return replies
 
-    async def fill(self, code: str, document: bytes, *, batch_id: int, ttl_s: int, seed: Scans | None = None) -> None:
-        """Cache `document` for `code` (registered under its batch), and seed the scan counter from Postgres."""
+    async def fill(self, doc_key: str, document: bytes, *, batch_id: int, ttl_s: int) -> None:
+        """Cache `document` under `doc_key`, registered under its batch (whose changes drop it)."""
         if not self.is_available:
             return
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 # The batch id rides in front of the document: a worker's local tier indexes it for invalidation.
-                pipe.set(keys.document_key(code), b"%d\n%s" % (batch_id, document), ex=ttl_s)
-                pipe.sadd(keys.batch_codes_key(batch_id), code)
+                pipe.set(keys.document_key(doc_key), b"%d\n%s" % (batch_id, document), ex=ttl_s)
+                pipe.sadd(keys.batch_codes_key(batch_id), doc_key)
                 pipe.expire(keys.batch_codes_key(batch_id), keys.SCANS_TTL_S)
-                if seed is not None and seed.count > 0:
-                    pipe.hsetnx(keys.scans_key(code), "count", seed.count)
-                    if seed.first_at is not None:
-                        pipe.hsetnx(keys.scans_key(code), "first_at", seed.first_at)
-                    pipe.expire(keys.scans_key(code), keys.SCANS_TTL_S)
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             self._failed("fill", exc)
@@ -314,36 +378,70 @@ class DocumentCache:
         except REDIS_ERRORS as exc:
             self._failed("set", exc)
 
-    async def add_scans(self, states: dict[str, ScanState]) -> None:
+    async def add_scans(self, states: list[ScanState]) -> list[ScanState]:
         """Add each code's pending scans to Redis and refresh the states with the totals, one command per
-        SYNC_CHUNK codes.
+        SYNC_CHUNK codes; answers the states whose scan hash was lost, which added nothing (`rebuild_scans`).
 
         Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try,
         and skips Redis for a while like a failed read (see `is_available`).
         """
         try:
-            await self._add_scans(states)
+            return await self._add_scans(states)
         except REDIS_ERRORS as exc:
             self._failed("scan sync", exc)
             raise
 
-    async def _add_scans(self, states: dict[str, ScanState]) -> None:
-        sent = [(code, state, state.pending, list(state.pending_places)) for code, state in states.items()]
+    async def _add_scans(self, states: list[ScanState]) -> list[ScanState]:
+        sent = [(state, state.pending, list(state.pending_places)) for state in states]
+        lost = []
         for start in range(0, len(sent), SYNC_CHUNK):
             chunk = sent[start : start + SYNC_CHUNK]
             names: list[str] = []
-            args: list[Any] = [keys.SCANS_TTL_S, keys.PLACES_WINDOW_S]
-            for code, state, pending, places in chunk:
-                names += (keys.scans_key(code), keys.places_key(code))
-                args += (pending, state.first_at or "", len(places), *places)
+            args: list[Any] = [
+                keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, keys.MAX_PLACES, int(time.time()), keys.SCANS_ALIVE
+            ]  # fmt: skip
+            for state, pending, places in chunk:
+                names.append(state.slot.key)
+                args += (state.slot.field, pending, state.first_at or "", len(places), *map(place_id, places))
             totals = await _ADD_SCANS_SCRIPT(self._call, names, args)
-            for i, (_, state, pending, places) in enumerate(chunk):
-                count, first_at, distinct = totals[3 * i : 3 * i + 3]
+            for i, (state, pending, places) in enumerate(chunk):
+                count, first_at, seen = totals[3 * i : 3 * i + 3]
+                if count < 0:
+                    lost.append(state)
+                    continue
                 state.count = int(count)  # includes the scans just sent and every other worker's
                 state.pending -= pending  # scans that arrived during the round trip stay pending
-                state.first_at = _text(first_at) or state.first_at
-                state.places = int(distinct)
+                state.first_at = _text(first_at)
+                state.places = int(seen)
                 state.pending_places.difference_update(places)
+        return lost
+
+    async def rebuild_scans(
+        self, members: dict[str, list[tuple[str, Scans]]], asked: list[keys.ScanSlot]
+    ) -> dict[keys.ScanSlot, Scans]:
+        """Make each lost scan hash (by key) whole again from `members` (every code of it Postgres has counted),
+        unless another worker did meanwhile; answers the counters of `asked` as they then stand. Raises on a Redis
+        error (and skips Redis for a while)."""
+        names: list[str] = []
+        args: list[Any] = [keys.SCANS_TTL_S, keys.SCANS_ALIVE, REBUILD_MEMBERS_PER_HSET]
+        asked_by_key: dict[str, list[keys.ScanSlot]] = {}
+        for slot in asked:
+            asked_by_key.setdefault(slot.key, []).append(slot)
+        for key, slots in asked_by_key.items():
+            rows = members.get(key, [])
+            names.append(key)
+            args.append(len(rows))
+            for field, scans in rows:
+                args += (field, f"{scans.count} {scans.first_at} 0 ")
+            args += (len(slots), *(slot.field for slot in slots))
+        try:
+            answers = await _REBUILD_SCANS_SCRIPT(self._call, names, args)
+        except REDIS_ERRORS as exc:
+            self._failed("scan rebuild", exc)
+            raise
+        now_s = time.time()
+        ordered = [slot for slots in asked_by_key.values() for slot in slots]
+        return {slot: unpack_scans(answer or None, now_s) for slot, answer in zip(ordered, answers, strict=True)}
 
     async def invalidate_batch(self, batch_id: int, *, always_publish: bool = True) -> int:
         """Drop every cached document of the batch in Redis and tell every worker's local tier (only when Redis
@@ -370,24 +468,6 @@ class DocumentCache:
             await self._redis.delete(*(keys.document_key(code) for code in codes))
         except REDIS_ERRORS as exc:
             self._failed("delete", exc)
-
-    async def scan_counts(self, codes: list[str]) -> dict[str, Scans]:
-        """The counters of `codes` that Redis holds (for the flush to Postgres); raises on a Redis error."""
-        if self._hot is None:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for code in codes:
-                    pipe.hmget(keys.scans_key(code), "count", "first_at")
-                replies = await pipe.execute()
-        elif codes:
-            packed = b"".join(pack(("HMGET", keys.scans_key(code), "count", "first_at")) for code in codes)
-            replies = _raise_error_reply(await self._hot.send(packed, len(codes)))
-        else:
-            return {}
-        return {
-            code: Scans(int(count), _text(first_at))
-            for code, (count, first_at) in zip(codes, replies, strict=True)
-            if count is not None and first_at is not None
-        }
 
     async def ping(self) -> bool:
         try:

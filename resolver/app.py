@@ -40,6 +40,7 @@ from resolver import (
     resolve,
 )
 from resolver.issuer import CodeIssuer
+from resolver.ranges import IssuedRanges
 from resolver.ratelimit import Limiter
 from resolver.responses import ORJSONResponse
 from resolver.scans import ScanCounter
@@ -138,8 +139,9 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.issuer = CodeIssuer(settings.secret)
         app.state.market_regions = {}
         app.state.limiter = Limiter()
-        app.state.resolver = resolve.Resolver(pool, cache, local, counter, public_url=settings.public_url)
-        background.spawn(asyncio.to_thread(kernels.warm))  # the first label request need not load the kernel
+        app.state.ranges = ranges = IssuedRanges(pool, settings.secret)
+        app.state.resolver = resolve.Resolver(pool, cache, local, counter, ranges, public_url=settings.public_url)
+        background.spawn(asyncio.to_thread(kernels.warm))  # the first labels or package scan need not load the kernels
         background.spawn(_keep_event_partitions(pool))
         background.spawn(_forget_expired_documents(pool))
         background.spawn(counter.run())

@@ -51,7 +51,7 @@ async def _migrate(settings: Settings) -> None:
     from schema.migrate import migrate
 
     async def work(conn: asyncpg.Connection) -> None:
-        report = await migrate(conn, code_partitions=settings.code_partitions)
+        report = await migrate(conn, code_partitions=settings.code_partitions, secret=settings.secret)
         applied = ", ".join(report.applied) or "none (up to date)"
         print(f"migrations applied: {applied}")
         print(f"trace code partitions: {report.code_partitions}; event partitions created: "

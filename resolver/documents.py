@@ -1,4 +1,8 @@
-"""The resolved document of a code, built from the one row that `queries.DOCUMENT_BY_CODE` returns."""
+"""The resolved document of a code, built from the one row that `queries.DOCUMENT_BY_CODE` returns.
+
+What is built and kept is the document without the members of the code it answers (`code`, `type`, `url`):
+every answer puts its own code's in front (resolver.resolve), so that all the package codes of a batch share
+the batch's one document."""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from typing import Any
 import asyncpg
 
 from cache.keys import DOCUMENT_TTL_S
-from codegen.format import CodeType
 from resolver.categories import CATEGORIES
 
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8), "CST")  # China has one time zone and no daylight saving
@@ -32,17 +35,14 @@ def status_of(row: asyncpg.Record, today: dt.date) -> str:
     return "active"
 
 
-def build_document(code: str, row: asyncpg.Record, *, public_url: str, today: dt.date) -> dict[str, Any]:
-    """The JSON document of SPEC "Resolution" for `code`, whose batch `row` was read."""
+def build_document(row: asyncpg.Record, *, today: dt.date) -> dict[str, Any]:
+    """The JSON document of SPEC "Resolution" of a code whose batch `row` was read, without its code's members."""
     category = CATEGORIES.get(row["category"])
     recall = None
     if row["status"] == "recalled":
         recall = {"reason": row["recall_reason"], "at": row["recalled_at"]}
     return {
-        "code": code,
-        "type": CodeType(row["code_type"]).api_name,
         "status": status_of(row, today),
-        "url": f"{public_url}/t/{code}",
         "product": {
             "name": row["product_name"],
             "category": row["category"],

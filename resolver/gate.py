@@ -33,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from codegen.creditcode import is_valid_credit_code
-from codegen.format import CodeType, MalformedCode, parse
+from codegen.format import CodeType, MalformedCode, parse, type_of
 from resolver import queries
 from resolver.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
 from resolver.bodies import (
@@ -232,6 +232,7 @@ class PendingScan:
     quantity: Decimal
     unit: str
     voucher_code: str
+    package_seq: int | None  # a package code's sequence number: its range names its batch (resolver.ranges)
     answer: asyncio.Future[asyncpg.Record] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def fail(self, exc: BaseException) -> None:
@@ -298,6 +299,7 @@ class GroupCommit:
                 queries.GATE_SCANS, [s.market_id for s in group], [s.gate for s in group], [s.key for s in group],
                 [s.request_hash for s in group], [s.code for s in group], [s.quantity for s in group],
                 [s.unit for s in group], [s.voucher_code for s in group], china_today(),
+                [s.package_seq for s in group],
             )  # fmt: skip
         except POSTGRES_ERRORS as exc:
             logger.warning("%d gate scans not recorded, postgres unavailable: %r", len(group), exc)
@@ -404,9 +406,13 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     except POSTGRES_ERRORS as exc:
         logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
         raise store_unavailable() from exc
+    package_seq = state.ranges.seq_of(code) if type_of(code) is CodeType.PACKAGE else None
     row = await group_commit(state).decide(
-        PendingScan(market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher)
-    )
+        PendingScan(
+            market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher,
+            package_seq,
+        )
+    )  # fmt: skip
     if row["is_conflict"]:
         raise _key_reused()
     reasons = row["reasons"]

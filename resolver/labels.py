@@ -8,28 +8,22 @@ line, into a CSV file or A4 PDF sheets (see resolver.labelsheet).
 How a request runs, and why:
 
 1. The whole range of sequence numbers is reserved in one short statement (CodeIssuer.reserve): concurrent
-   requests, on any process, get disjoint ranges. A range whose codes are never written is a harmless gap.
-2. One transaction, one binary COPY into the parent `trace_codes` (Postgres routes rows to the hash partitions),
-   plus one commissioning event for the batch and the producer's last_issued_at: all of it or none. The rows go
-   in code order, in parts of COPY_CHUNK_CODES made in a worker thread one part ahead of the COPY, so memory
-   stays flat whatever the count (codegen.copyformat.ordered_part): primary-key inserts then land next to each
-   other and every index page is visited once, the largest saving measured (3x). The rows are encoded with
-   NumPy (codegen.copyformat): about 3 times faster than asyncpg's copy_records_to_table from tuples
-   (bench/labels.py measures both). Copying per partition instead would save at most the routing, about 0.1 s
-   of a 1,000,000-code COPY (measured on an unindexed table), and would need Postgres's partition hash
-   recomputed here; not worth it.
-3. Only after the commit does the answer start: a stream that regenerates the same codes chunk by chunk from the
-   reserved range (the codes are a pure function of the range), so no code is ever answered that is not stored,
-   and nothing is held in memory but a chunk. The length is known in advance (every row has the same size) and
-   sent as Content-Length, so label software can show progress and detect a cut-off download. A client asking
-   for millions waits for the whole COPY before the first byte (10,000,000 codes: about 45 s measured).
-   At most MAX_CONCURRENT_ISSUES issuances run at once per process, so bulk labels never take the whole pool from scans.
+   requests, on any process, get disjoint ranges. A range that is never stored is a harmless gap.
+2. One transaction stores the range (one row of `code_ranges`, however many codes: schema/migrations/0009),
+   the batch's commissioning event and the producer's last_issued_at: all of it or none. A code is a pure
+   function of its range, so nothing is stored per code (resolver.ranges finds a code's batch from it), and
+   10,000,000 codes commit as fast as one.
+3. Only after the commit does the answer start: a stream that makes the codes chunk by chunk from the range
+   (the numba kernel, in a worker thread one chunk ahead), so no code is ever answered that is not issued, and
+   nothing is held in memory but a chunk. The length is known in advance (every row has the same size) and
+   sent as Content-Length, so label software can show progress and detect a cut-off download. At most
+   MAX_CONCURRENT_ISSUES issuances run at once per process.
 
-The codes are new, so nothing cached can be stale about them, except a negative entry if someone scanned one of
-them before it existed: that needs a guess of a valid unissued code, and it expires within NEGATIVE_TTL_S (60 s),
-so it is left alone rather than deleting a million keys. Every cached document of the batch (its code, long form
-and earlier package codes) is dropped after the commit, because its chain has a new event; best effort, like a
-gate scan: the codes are committed already, and a document Redis could not drop is stale for at most its TTL.
+The codes are new, so nothing cached can be stale about them, except a negative entry of a code someone guessed
+before it was issued (it needs the secret, or luck against 10**11) which expires within NEGATIVE_TTL_S; package
+codes never get one (a code in no range is answered 404 from the ranges). Every cached document of the batch
+is dropped after the commit, because its chain has a new event; best effort, like a gate scan: the range is
+committed already, and a document Redis could not drop is stale for at most its TTL.
 """
 
 from __future__ import annotations
@@ -52,7 +46,6 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from codegen import copyformat
 from codegen.format import CODE_LENGTH, CodeType, region_of, type_of
 from codegen.kernels import CodeBlock, block_to_strings, issue_block
 from codegen.permute import RoundKeys, derive_round_keys
@@ -81,13 +74,9 @@ LABEL_BATCH_BY_CODE = f"SELECT {_BATCH_COLUMNS} FROM batches b {_BATCH_JOINS} WH
 LABEL_BATCH_BY_LONG_CODE = f"SELECT {_BATCH_COLUMNS} FROM batches b {_BATCH_JOINS} WHERE b.long_code = $1"
 
 MAX_LABELS_PER_REQUEST: Final = 10_000_000
-COPY_CHUNK_CODES: Final = 250_000  # codes sorted and encoded at a time (one part of the COPY): 14 MB of rows
-GENERATE_CODES: Final = 1_000_000  # codes made at a time while a part picks its share: 20 MB
 ANSWER_CHUNK_CODES: Final = 100_000  # codes per piece of the answer: ~7 MB of CSV
 MAX_PDF_LABELS_PER_FILE: Final = 10_000  # 417 A4 pages; more labels go to numbered files
-MAX_CONCURRENT_ISSUES: Final = 2  # per process: each holds a pool connection and two chunks for the whole COPY
-COPY_TIMEOUT_BASE_S: Final = 30.0
-COPY_FLOOR_CODES_PER_S: Final = 50_000  # a tenth of the rate measured on 2 cores: the COPY timeout grows with count
+MAX_CONCURRENT_ISSUES: Final = 2  # per process: each holds a pool connection while it commits
 STATEMENT_TIMEOUT_S: Final = 10.0
 ACQUIRE_TIMEOUT_S: Final = 10.0
 ROUND_KEY_CACHE_SIZE: Final = 256
@@ -181,51 +170,25 @@ async def find_batch(pool: asyncpg.Pool, code: str) -> LabelBatch:
 
 
 async def issue_labels(
-    pool: asyncpg.Pool,
-    issuer: CodeIssuer,
-    secret: bytes,
-    batch: LabelBatch,
-    count: int,
-    *,
-    chunk_codes: int = COPY_CHUNK_CODES,
+    pool: asyncpg.Pool, issuer: CodeIssuer, secret: bytes, batch: LabelBatch, count: int
 ) -> IssuedLabels:
-    """Issue `count` package codes of `batch` and store them, with their commissioning event, in one transaction.
-
-    Returns once committed; `secret` is the key `issuer` was made with.
-    """
+    """Issue `count` package codes of `batch`: store their range, with their commissioning event, in one
+    transaction. Returns once committed; `secret` is the key `issuer` was made with."""
     if not 1 <= count <= MAX_LABELS_PER_REQUEST:
         raise ValueError(f"count must be 1..{MAX_LABELS_PER_REQUEST}, got {count}")
     start = await issuer.reserve(pool, CodeType.PACKAGE, batch.region, count)
-    issued = IssuedLabels(batch, batch.region, start, count, _package_keys(secret, batch.region))
     now = dt.datetime.now(CHINA_TZ)
-    encoder = copyformat.CodeRowEncoder(code_type=CodeType.PACKAGE, batch_id=batch.batch_id, created_at=now)
-
-    spans = issued.spans(GENERATE_CODES)
-    parts = -(-count // chunk_codes)
-
-    def rows(part: int) -> bytes:
-        return encoder.rows(copyformat.ordered_part(issued.block, spans, part, parts))
-
-    async def source() -> AsyncIterator[bytes]:
-        yield copyformat.HEADER
-        async for payload in _ahead_in_thread(rows, range(parts)):
-            yield payload
-        yield copyformat.TRAILER
-
     async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn, conn.transaction():
-        await conn.copy_to_table(
-            "trace_codes",
-            source=source(),
-            columns=copyformat.CODE_COLUMNS,
-            format="binary",
-            timeout=COPY_TIMEOUT_BASE_S + count / COPY_FLOOR_CODES_PER_S,
-        )
+        await conn.execute(
+            queries.INSERT_RANGE, CodeType.PACKAGE, batch.region, start, count, batch.batch_id, now,
+            timeout=STATEMENT_TIMEOUT_S,
+        )  # fmt: skip
         await conn.execute(
             queries.INSERT_EVENT, now, batch.batch_id, EVENT_KIND, "ObjectEvent", "commissioning", "active",
             {"package_codes": count}, timeout=STATEMENT_TIMEOUT_S,
         )  # fmt: skip
         await conn.execute(queries.PRODUCER_ISSUED, batch.producer_id, timeout=STATEMENT_TIMEOUT_S)  # traced (四挂钩)
-    return issued
+    return IssuedLabels(batch, batch.region, start, count, _package_keys(secret, batch.region))
 
 
 async def _ahead_in_thread(work: Callable[[T], bytes], items: Sequence[T]) -> AsyncIterator[bytes]:

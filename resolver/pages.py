@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import jinja2
@@ -43,6 +44,10 @@ _problem_page = _env.get_template("problem.html")
 
 
 SCANS_MARKER = "<!--tracecode:scans-->"
+CODE_MARKER = "<!--tracecode:code-->"
+TYPE_MARKER = "<!--tracecode:type-->"
+_HOLES = {SCANS_MARKER: 0, CODE_MARKER: 1, TYPE_MARKER: 2}  # where each answer's own values go (see fill)
+_HOLE = re.compile("|".join(map(re.escape, _HOLES)))
 _SCANS_WARNING = (
     '<div class="status warn" role="alert">⚠ 该追溯码短时间内在多个地点被扫描，可能被复制，'
     "请注意辨别真伪，可向当地农业农村部门咨询。</div>"
@@ -57,17 +62,37 @@ def with_scans(page: str, scans: Scans) -> str:
 
 
 def render_document(document: dict[str, Any]) -> str:
-    """The consumer page of a document, with SCANS_MARKER where the scan statistics go (see with_scans)."""
+    """The consumer page of a document (resolver.documents: without its code's members), with markers where
+    the code, its type and the scan statistics go (see page_parts)."""
     certificate = document.get("certificate") or {}
     return _code_page.render(
         d=document,
         scans_marker=markupsafe.Markup(SCANS_MARKER),
-        type_label=CodeType.from_api_name(document["type"]).label,
+        code=markupsafe.Markup(CODE_MARKER),
+        type_label=markupsafe.Markup(TYPE_MARKER),
         kind_label=PRODUCER_KIND_LABELS.get(document["producer"]["kind"], ""),
         basis_label=BASIS_LABELS.get(certificate.get("basis", ""), ""),
         cert_labels=CERTIFICATION_LABELS,
         event_labels=EVENT_LABELS,
     )
+
+
+def page_parts(document: dict[str, Any]) -> tuple[bytes | int, ...]:
+    """The consumer page of a document, encoded, in parts: bytes, and the holes that `fill` fills, by number."""
+    page = render_document(document)
+    parts: list[bytes | int] = []
+    at = 0
+    for marker in _HOLE.finditer(page):
+        parts += (page[at : marker.start()].encode(), _HOLES[marker.group()])
+        at = marker.end()
+    parts.append(page[at:].encode())
+    return tuple(parts)
+
+
+def fill(parts: tuple[bytes | int, ...], code: str, code_type: CodeType, scans: Scans) -> bytes:
+    """The page of `code` from its document's `page_parts`, with this request's scan statistics."""
+    values = (with_scans(SCANS_MARKER, scans).encode(), str(markupsafe.escape(code)).encode(), code_type.label.encode())
+    return b"".join(part if isinstance(part, bytes) else values[part] for part in parts)
 
 
 def render_problem(problem: Problem) -> str:

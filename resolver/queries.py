@@ -4,14 +4,14 @@ from __future__ import annotations
 
 # The resolved document of one code in one round trip: the code row (or the batch for the
 # national long form), the batch with its product, producer and region names, the chain of
-# events in time order and the certifications that cover the product.
+# events in time order and the certifications that cover the product. Package codes have no row:
+# their document is their batch code's (resolver.ranges).
 _DOCUMENT_COLUMNS = """
     b.id AS batch_id, b.trace_code, b.long_code, b.lot, b.quantity, b.unit, b.produced_on, b.expires_on,
     b.origin, b.inspection, b.certificate, b.status, b.recall_reason, b.recalled_at, b.created_at,
     pd.name AS product_name, pd.category, pd.gtin,
     p.name AS producer_name, p.credit_code, p.kind AS producer_kind, p.contact, p.region_code,
     county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
-    sc.count AS scan_count, sc.first_at AS scan_first_at,
     -- read in the statement's snapshot with the rest: the version this document is built from (0007_documents)
     coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = b.id), 0) AS document_version,
     (SELECT coalesce(jsonb_agg(
@@ -46,32 +46,28 @@ _DOCUMENT_JOINS = """
 """
 
 DOCUMENT_BY_CODE = f"""
-SELECT tc.code_type, {_DOCUMENT_COLUMNS.format(entry="tc.entry_id", trade="tc.trade_id")}
+SELECT {_DOCUMENT_COLUMNS.format(entry="tc.entry_id", trade="tc.trade_id")}
   FROM trace_codes tc
   JOIN batches b ON b.id = tc.batch_id
   {_DOCUMENT_JOINS}
-  -- LATERAL: one index probe per row, whatever the generic plan guesses about how many rows the code matches.
-  LEFT JOIN LATERAL (SELECT s.count, s.first_at FROM scan_counts s WHERE s.code = tc.code::text) sc ON true
  WHERE tc.code = $1
 """
 
 DOCUMENT_BY_LONG_CODE = f"""
-SELECT 1::smallint AS code_type, {_DOCUMENT_COLUMNS.format(entry="NULL::bigint", trade="NULL::bigint")}
+SELECT {_DOCUMENT_COLUMNS.format(entry="NULL::bigint", trade="NULL::bigint")}
   FROM batches b
   {_DOCUMENT_JOINS}
-  LEFT JOIN scan_counts sc ON sc.code = b.long_code
  WHERE b.long_code = $1
 """
 
 # Documents kept in Postgres (schema/migrations/0007_documents.sql): each asked code's stored document, if it is
-# still current (its batch's version, not past valid_until, the same build), with the code's scan counts.
+# still current (its batch's version, not past valid_until, the same build).
 # LATERAL: index probes per code, whatever the generic plan guesses of the array's length.
 STORED_DOCUMENTS = """
-SELECT u.code, d.batch_id, d.valid_until, d.body, sc.count AS scan_count, sc.first_at AS scan_first_at
+SELECT u.code, d.batch_id, d.valid_until, d.body
   FROM unnest($1::text[]) AS u(code)
   JOIN LATERAL (SELECT d.batch_id, d.version, d.valid_until, d.body FROM code_documents d
                  WHERE d.code = u.code AND d.build = $2 AND d.valid_until > now()) d ON true
-  LEFT JOIN LATERAL (SELECT s.count, s.first_at FROM scan_counts s WHERE s.code = u.code) sc ON true
  WHERE d.version = coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = d.batch_id), 0)
 """
 
@@ -146,6 +142,42 @@ ON CONFLICT (code) DO UPDATE SET count = greatest(s.count, excluded.count),
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 
+FLUSH_PACKAGE_SCANS = """
+INSERT INTO package_scans AS s (region_code, seq, count, first_at)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+ON CONFLICT (region_code, seq) DO UPDATE SET count = greatest(s.count, excluded.count),
+    first_at = least(s.first_at, excluded.first_at), updated_at = now()
+"""
+
+# Scan counts of codes from Postgres, when Redis has none to give (resolver.scans): of codes other than package
+# codes; of package codes by (region, sequence number); and of whole blocks of package codes ($3 numbers from each
+# first number), to make a lost scan hash of Redis whole again. LATERAL: an index range scan per block.
+CODE_SCANS = "SELECT code, count, first_at FROM scan_counts WHERE code = ANY ($1::text[])"
+PACKAGE_SCANS = """
+SELECT s.region_code::text AS region, s.seq, s.count, s.first_at
+  FROM unnest($1::text[], $2::bigint[]) AS u(region, seq)
+  JOIN package_scans s ON s.region_code = u.region::char(6) AND s.seq = u.seq
+"""
+PACKAGE_SCAN_BLOCKS = """
+SELECT s.region_code::text AS region, s.seq, s.count, s.first_at
+  FROM unnest($1::text[], $2::bigint[]) AS u(region, first_seq)
+  JOIN LATERAL (SELECT x.region_code, x.seq, x.count, x.first_at FROM package_scans x
+                 WHERE x.region_code = u.region::char(6)
+                   AND x.seq >= u.first_seq AND x.seq < u.first_seq + $3) s ON true
+"""
+
+# The ranges holding package codes' sequence numbers (schema/migrations/0009_code_ranges.sql); `ord` is the
+# 1-based position in the arrays, of the codes in an issued range only.
+PACKAGE_RANGES = """
+SELECT u.ord, r.first_seq, r.count, r.batch_code
+  FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u(region, seq, ord)
+  CROSS JOIN LATERAL tracecode_package_range(u.region, u.seq) r
+"""
+
+INSERT_RANGE = """
+INSERT INTO code_ranges (code_type, region_code, first_seq, count, batch_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+"""
+
 INSERT_MARKET = "INSERT INTO markets (name, region_code, admitted_categories) VALUES ($1, $2, $3) RETURNING id"
 
 MARKET_REGION = "SELECT region_code FROM markets WHERE id = $1"
@@ -158,7 +190,7 @@ SELECT m.region_code FROM gate_entries e JOIN markets m ON m.id = e.market_id WH
 
 # A group of gate scans, one array element per scan (see schema/migrations/0006); rows carry `ord`, the scan's
 # 1-based position in the arrays.
-GATE_SCANS = "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+GATE_SCANS = "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 TRADE = "SELECT * FROM tracecode_trade($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 

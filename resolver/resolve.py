@@ -13,6 +13,8 @@ import asyncio
 import functools
 import ipaddress
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -22,18 +24,22 @@ from starlette.responses import HTMLResponse
 from starlette.types import Receive, Scope, Send
 
 from cache import keys
+from cache.keys import ScanSlot
 from cache.local import Entry, LocalTier, ScanState
 from cache.singleflight import SingleFlight
-from cache.store import DocumentCache, Scans
-from codegen.format import MalformedCode, parse
+from cache.store import DocumentCache, Fetched, Scans
+from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
 from resolver import pages
 from resolver.problems import Problem
+from resolver.ranges import IssuedRanges
 from resolver.ratelimit import Limiter
 from resolver.scans import ScanCounter
 from resolver.stored import Loaded, PostgresDocuments
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 POSTGRES_RETRY_AFTER_S = 5
 JSON_TYPE = b"application/json"
@@ -51,19 +57,32 @@ POSTGRES_ERRORS = (
 
 
 class Resolver:
-    """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold code once per worker),
-    where a current stored document is read in one statement with the other codes asked meanwhile (resolver.stored)."""
+    """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold document once per
+    worker), where a current stored document is read in one statement with the others asked meanwhile
+    (resolver.stored). A package code's document is its batch's (resolver.ranges), its scan counters its own."""
 
-    __slots__ = ("_cache", "_flight", "_local", "_postgres", "counter", "postgres_errors", "postgres_loads")
+    __slots__ = (
+        "_cache", "_flight", "_local", "_postgres", "counter", "postgres_errors", "postgres_loads", "ranges",
+        "url_prefix",
+    )  # fmt: skip
 
     def __init__(
-        self, pool: asyncpg.Pool, cache: DocumentCache, local: LocalTier, counter: ScanCounter, *, public_url: str
+        self,
+        pool: asyncpg.Pool,
+        cache: DocumentCache,
+        local: LocalTier,
+        counter: ScanCounter,
+        ranges: IssuedRanges,
+        *,
+        public_url: str,
     ) -> None:
+        self.url_prefix = url_prefix(public_url)
         self._cache = cache
         self._local = local
         self._flight: SingleFlight[Loaded | None] = SingleFlight()
-        self._postgres = PostgresDocuments(pool, public_url=public_url)
+        self._postgres = PostgresDocuments(pool)
         self.counter = counter
+        self.ranges = ranges
         self.postgres_loads = 0
         self.postgres_errors = 0
 
@@ -75,56 +94,100 @@ class Resolver:
         return self._postgres
 
     async def resolve(self, code: str, *, place: str) -> tuple[Entry, ScanState]:
-        """The cached entry of a canonical code and its scans with this one counted; Problem 404 if never issued."""
-        entry = self._local.get(code)
-        if entry is not None and self.counter.is_known(code):
-            return entry, self.counter.count(code, place)
-        fetched = await self._cache.fetch(code)
-        if fetched is None and code in self._local and self.counter.is_known(code):
-            # Redis missed or failed this scan while another scan of the code loaded it: no second Postgres query.
-            return await self.resolve(code, place=place)
-        if fetched is not None:
+        """The cached entry of a canonical code's document and its scans with this one counted; Problem 404 if
+        never issued, 503 if Postgres is needed and away."""
+        known = self.counter.state(code)
+        if known is not None:
+            entry = self._local.get(known.doc_key)
+            if entry is not None:
+                return entry, self.counter.count(known.slot, known.doc_key, place)  # warm: no I/O
+            doc_key, slot = known.doc_key, known.slot
+        else:
+            doc_key, slot = await self._place(code)
+        entry = self._local.get(doc_key)
+        fetched = await self._cache.fetch(None if entry is not None else doc_key, slot)  # None without Redis
+        if entry is None:
+            entry = await self._entry(code, doc_key, fetched)
+        scans = fetched.scans if fetched is not None else None
+        if scans is None and self.counter.state(code) is None:  # Redis lost the code's counters, or is away
+            scans = await self._postgres_call(self.counter.current(slot))
+        return entry, self.counter.count(slot, doc_key, place, scans)
+
+    async def _place(self, code: str) -> tuple[str, ScanSlot]:
+        """Where a code's document (its key) and scan counters are kept; Problem 404 for a package code in no
+        issued range."""
+        if len(code) != CODE_LENGTH or type_of(code) is not CodeType.PACKAGE:
+            return code, keys.code_scan_slot(code)
+        found = await self._postgres_call(self.ranges.locate(code))
+        if found is None:
+            raise _unknown(code)
+        return found.batch_code, keys.package_scan_slot(code, found.region, found.seq)
+
+    async def _entry(self, code: str, doc_key: str, fetched: Fetched | None) -> Entry:
+        if fetched is not None and fetched.document is not None:
             if fetched.document == keys.NEGATIVE:
                 raise _unknown(code)
-            entry = self._local.put(code, fetched.document, fetched.batch_id)
-            return entry, self.counter.count(code, place, fetched.scans)
-        loaded = await self._flight.do(code, lambda: self._load(code))
+            return self._local.put(doc_key, fetched.document, fetched.batch_id)
+        entry = self._local.get(doc_key)  # loaded by another scan while this one asked Redis
+        if entry is not None:
+            return entry
+        loaded = await self._flight.do(doc_key, lambda: self._load(doc_key))
         if loaded is None:
             raise _unknown(code)
-        entry = self._local.put(code, loaded.document, loaded.batch_id)
-        return entry, self.counter.count(code, place, loaded.scans)
+        return self._local.put(doc_key, loaded.document, loaded.batch_id)
 
-    async def _load(self, code: str) -> Loaded | None:
+    async def _load(self, doc_key: str) -> Loaded | None:
         self.postgres_loads += 1
+        loaded = await self._postgres_call(self._postgres.load(doc_key))
+        if loaded is None:
+            await self._cache.put_negative(doc_key)
+            return None
+        await self._cache.fill(doc_key, loaded.document, batch_id=loaded.batch_id, ttl_s=loaded.ttl_s)
+        return loaded
+
+    async def _postgres_call(self, call: Awaitable[T]) -> T:
+        """`await call`, a Postgres that is away answered as 503."""
         try:
-            loaded = await self._postgres.load(code)
+            return await call
         except POSTGRES_ERRORS as exc:
             self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)
             raise store_unavailable() from exc
-        if loaded is None:
-            await self._cache.put_negative(code)
-            return None
-        await self._cache.fill(code, loaded.document, batch_id=loaded.batch_id, ttl_s=loaded.ttl_s, seed=loaded.scans)
-        return loaded
 
 
-def json_answer(entry: Entry, scans: ScanState) -> bytes:
-    """The document with its `scans` member: the cached bytes and the statistics of this scan, nothing re-encoded."""
+def code_type(code: str) -> CodeType:
+    """The type of a canonical code; the national long form names a production batch."""
+    return type_of(code) if len(code) == CODE_LENGTH else CodeType.PRODUCTION_BATCH
+
+
+def json_answer(entry: Entry, code: str, scans: ScanState, url_prefix: bytes) -> bytes:
+    """The document of `code` with its `scans` member: the cached bytes, the code's own members in front and the
+    statistics of this scan, nothing re-encoded. `url_prefix` is JSON's `"{public_url}/t/` (an open string)."""
     places = scans.places_recent
-    return b'%s,"scans":{"count":%d,"first_at":%s,"places_recent":%d,"warning":%s}}' % (
-        entry.json_head, scans.shown_count, orjson.dumps(scans.first_at), places,
-        b"true" if places >= keys.PLACES_WARNING else b"false",
+    encoded = code.encode()
+    return _JSON_ANSWER % (
+        encoded, _TYPE_NAMES[code_type(code)], url_prefix, encoded, entry.members, scans.shown_count,
+        orjson.dumps(scans.first_at), places, b"true" if places >= keys.PLACES_WARNING else b"false",
     )  # fmt: skip
 
 
-def page_answer(entry: Entry, scans: ScanState) -> bytes:
-    """The consumer page: rendered once per cached document, the statistics of this scan put in their place."""
+def page_answer(entry: Entry, code: str, scans: ScanState) -> bytes:
+    """The consumer page: rendered once per cached document, the code and the statistics of this scan put in."""
     if entry.page is None:
-        before, _, after = pages.render_document(orjson.loads(entry.document)).partition(pages.SCANS_MARKER)
-        entry.page = (before.encode(), after.encode())
+        entry.page = pages.page_parts(orjson.loads(entry.document))
     shown = Scans(scans.shown_count, scans.first_at, scans.places_recent)
-    return b"".join((entry.page[0], pages.with_scans(pages.SCANS_MARKER, shown).encode(), entry.page[1]))
+    return pages.fill(entry.page, code, code_type(code), shown)
+
+
+def url_prefix(public_url: str) -> bytes:
+    """`"{public_url}/t/` as JSON, the string left open for a code (see json_answer)."""
+    return orjson.dumps(f"{public_url}/t/")[:-1]
+
+
+_TYPE_NAMES = {code_type: code_type.api_name.encode() for code_type in CodeType}
+_JSON_ANSWER = (
+    b'{"code":"%s","type":"%s","url":%s%s",%s,"scans":{"count":%d,"first_at":%s,"places_recent":%d,"warning":%s}}'
+)
 
 
 def _unknown(code: str) -> Problem:
@@ -172,8 +235,9 @@ class ScanRoute:
         state: State = scope["app"].state
         place = client_place(scope)
         as_page = self.is_page and not _wants_json(scope)
+        resolver: Resolver = state.resolver
         try:
-            entry, scans = await _resolve_limited(state.resolver, state.limiter, place, scope["path_params"]["code"])
+            code, entry, scans = await _resolve_limited(resolver, state.limiter, place, scope["path_params"]["code"])
         except Problem as problem:
             if as_page:
                 page = pages.render_problem(problem)
@@ -181,14 +245,14 @@ class ScanRoute:
             else:
                 await problem.to_response()(scope, receive, send)
             return
-        body = page_answer(entry, scans) if as_page else json_answer(entry, scans)
+        body = page_answer(entry, code, scans) if as_page else json_answer(entry, code, scans, resolver.url_prefix)
         headers = [(b"content-length", b"%d" % len(body)), (b"content-type", HTML_TYPE if as_page else JSON_TYPE)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, text: str) -> tuple[Entry, ScanState]:
-    """Resolve the code in `text`, counting a malformed or unknown code against the client's limit."""
+async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, text: str) -> tuple[str, Entry, ScanState]:
+    """The canonical code in `text`, resolved; a malformed or unknown code counts against the client's limit."""
     retry_after = limiter.retry_after_s(place)
     if retry_after:
         raise Problem(
@@ -196,12 +260,13 @@ async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, tex
             headers={"Retry-After": str(retry_after)},
         )  # fmt: skip
     try:
-        found = await resolver.resolve(canonical_code(text), place=place)
+        code = canonical_code(text)
+        entry, scans = await resolver.resolve(code, place=place)
     except Problem as problem:
         limiter.record(place, is_bad=problem.status in (400, 404))
         raise
     limiter.record(place, is_bad=False)
-    return found
+    return code, entry, scans
 
 
 def client_place(scope: Scope) -> str:

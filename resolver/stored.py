@@ -1,6 +1,7 @@
 """Documents from Postgres, in groups: the stored document when it is current, else built and stored.
 
-A resolve that misses this worker's tier and Redis comes here. The codes that arrive while a group is
+A resolve that misses this worker's tier and Redis comes here, with a document key: a code other than a
+package code (whose document is its batch code's, see resolver.ranges). The codes that arrive while a group is
 running are asked as the next group, in one statement (`cache.batching.Batcher`): the stored
 documents of `code_documents` (schema/migrations/0007_documents.sql) that are still current. A code
 without one is built from the tables as before (`queries.DOCUMENT_BY_CODE`, its own statement), then
@@ -21,7 +22,6 @@ import asyncpg
 import orjson
 
 from cache.batching import Batcher
-from cache.store import Scans
 from resolver import documents, queries
 from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
 
@@ -32,30 +32,27 @@ GROUP_MAX_CODES = 256  # codes in one statement; more wait for the next
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A code's document as Postgres gave it, its batch, its scan counts there, and how long it may be cached."""
+    """A code's document as Postgres gave it, its batch, and how long it may be cached."""
 
     document: bytes
     batch_id: int
-    scans: Scans
     ttl_s: int
 
 
-def build_fingerprint(public_url: str) -> str:
-    """What a stored document depends on beside the data: the public URL in it and the code that builds it
-    (another release's documents.py, or another URL, builds documents anew)."""
-    source = Path(documents.__file__).read_bytes()
-    return hashlib.sha256(source + b"\0" + public_url.encode()).hexdigest()[:16]
+def build_fingerprint() -> str:
+    """What a stored document depends on beside the data: the code that builds it (another release's
+    documents.py builds documents anew)."""
+    return hashlib.sha256(Path(documents.__file__).read_bytes()).hexdigest()[:16]
 
 
 class PostgresDocuments:
     """`await documents.load(code)`: the code's Loaded, None if it was never issued. Raises Postgres's errors."""
 
-    __slots__ = ("_build", "_lookups", "_new", "_pool", "_public_url", "_stores", "built", "stored")
+    __slots__ = ("_build", "_lookups", "_new", "_pool", "_stores", "built", "stored")
 
-    def __init__(self, pool: asyncpg.Pool, *, public_url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._public_url = public_url
-        self._build = build_fingerprint(public_url)
+        self._build = build_fingerprint()
         self._lookups: Batcher[str, Loaded | None] = Batcher(self._look_up, max_group=GROUP_MAX_CODES)
         self._stores: Batcher[str, None] = Batcher(self._store, max_group=GROUP_MAX_CODES)
         self._new: dict[str, NewDocument] = {}  # built, waiting for their group's store
@@ -75,8 +72,8 @@ class PostgresDocuments:
         if row is None:
             return None
         self.built += 1
-        body = orjson.dumps(build_document(code, row, public_url=self._public_url, today=now.date()))
-        loaded = Loaded(body, row["batch_id"], _scans(row), cache_ttl_s(row, now.date(), now))
+        body = orjson.dumps(build_document(row, today=now.date()))
+        loaded = Loaded(body, row["batch_id"], cache_ttl_s(row, now.date(), now))
         valid_until = now + dt.timedelta(seconds=loaded.ttl_s)
         self._new[code] = NewDocument(loaded.batch_id, row["document_version"], valid_until, body)
         await self._stores.call(code)
@@ -89,7 +86,7 @@ class PostgresDocuments:
         answers: dict[str, Loaded | None | BaseException] = dict.fromkeys(codes)
         for row in rows:
             ttl_s = max(1, int((row["valid_until"] - now).total_seconds()))
-            answers[row["code"]] = Loaded(row["body"], row["batch_id"], _scans(row), ttl_s)
+            answers[row["code"]] = Loaded(row["body"], row["batch_id"], ttl_s)
         self.stored += len(rows)
         return answers
 
@@ -112,8 +109,3 @@ class NewDocument:
     version: int
     valid_until: dt.datetime
     body: bytes
-
-
-def _scans(row: asyncpg.Record) -> Scans:
-    first_at: dt.datetime | None = row["scan_first_at"]
-    return Scans(row["scan_count"] or 0, first_at.astimezone(CHINA_TZ).isoformat() if first_at else None)

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from codegen.format import CodeType, region_of
+from codegen.permute import issue_one
 from tests.conftest import Service, random_credit_code
 
 TRACECODE = str(Path(sys.executable).with_name("tracecode"))
@@ -71,6 +73,29 @@ async def register_batch(service: Service, credit_code: str | None = None, **ove
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+async def issue_labels(service: Service, batch_code: str, count: int) -> list[str]:
+    """`count` package codes of the batch, issued through the API, in sequence order."""
+    response = await service.client.post(
+        f"/api/v1/batches/{batch_code}/labels",
+        json={"count": count},
+        headers={**service.admin_headers, "Accept": "application/json"},
+        timeout=120,
+    )
+    assert response.status_code == 201, response.text
+    codes: list[str] = response.json()["codes"]
+    return codes
+
+
+def package_code(service: Service, region: str, seq: int) -> str:
+    """The package code of sequence number `seq` of `region`, under the service's secret, issued or not."""
+    return issue_one(service.settings.secret, CodeType.PACKAGE, region, seq)
+
+
+def next_package_code(service: Service, code: str) -> str:
+    """The package code of the sequence number after `code`'s."""
+    return package_code(service, region_of(code), service.app.state.ranges.seq_of(code) + 1)
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from starlette.types import Message
 
 from cache import keys
 from codegen.format import compose, is_valid, region_of, type_of
+from resolver import queries
 from resolver.app import create_app
 from resolver.bodies import MAX_BODY_BYTES, read_json
 from resolver.gate import (
@@ -34,7 +35,14 @@ from resolver.issuer import CodeIssuer
 from resolver.problems import Problem
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
-from tests.helpers import register_batch, register_producer, serving, subprocess_env
+from tests.helpers import (
+    issue_labels,
+    next_package_code,
+    register_batch,
+    register_producer,
+    serving,
+    subprocess_env,
+)
 
 
 async def make_market(service: Service, *, region: str = "630103", categories: list[str] | None = None) -> int:
@@ -98,13 +106,19 @@ async def test_accepted_scan_issues_a_voucher_that_resolves(service: Service, ga
 
 async def test_package_label_codes_are_admitted_like_their_batch(service: Service, gate: dict[str, str]) -> None:
     batch = await register_batch(service)
-    async with service.app.state.pool.acquire() as conn:
-        (label,) = await service.app.state.issuer.issue(service.app.state.pool, 4, "630121", 1)
-        await conn.execute(
-            "INSERT INTO trace_codes (code, code_type, batch_id) VALUES ($1, 4, $2)", label, batch["batch_id"]
-        )
+    first, *_, last = await issue_labels(service, batch["trace_code"], 3)
+    after_last = next_package_code(service, last)
 
-    assert (await scan(service, gate, label))["decision"] == "accept"
+    answers = [await scan(service, gate, code, 1) for code in (first, last, after_last)]
+
+    assert [answer["decision"] for answer in answers] == ["accept", "accept", "reject"]
+    assert reasons(answers[2]) == ["unknown_code"]
+    entries = await service.app.state.pool.fetch(
+        "SELECT batch_id, scanned_code FROM gate_entries WHERE scanned_code = ANY ($1::text[])", [first, last]
+    )
+    assert sorted((r["batch_id"], r["scanned_code"]) for r in entries) == sorted(
+        [(batch["batch_id"], first), (batch["batch_id"], last)]
+    )
 
 
 @pytest.mark.parametrize(
@@ -406,7 +420,7 @@ def _pending(
 ) -> PendingScan:
     voucher = voucher or compose(3, "630103", secrets.randbelow(10**11))
     key = key or secrets.token_hex(8)
-    return PendingScan(market, "g-1", key, key.encode(), code, Decimal(quantity), "kg", voucher)
+    return PendingScan(market, "g-1", key, key.encode(), code, Decimal(quantity), "kg", voucher, None)
 
 
 async def test_scans_arriving_together_go_as_one_group_each_decided_alone(service: Service) -> None:
@@ -472,9 +486,8 @@ async def test_a_key_racing_with_another_workers_group_is_replayed(service: Serv
     try:
         async with other_worker.transaction():  # the other worker's group, not yet committed
             await other_worker.fetch(
-                "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8, $9)", [market], ["g-2"],
-                [racer.key], [racer.request_hash], [racer.code], [racer.quantity], ["kg"],
-                [compose(3, "630103", secrets.randbelow(10**11))], dt.date.today(),
+                queries.GATE_SCANS, [market], ["g-2"], [racer.key], [racer.request_hash], [racer.code],
+                [racer.quantity], ["kg"], [compose(3, "630103", secrets.randbelow(10**11))], dt.date.today(), [None],
             )  # fmt: skip
             groups = group_commit_of(service)
             before = service.query_log.count("tracecode_gate_scans")

@@ -74,10 +74,12 @@ def _csv_codes(text: str) -> list[str]:
 
 
 async def _stored_codes(service: Service, batch_id: int) -> list[str]:
+    """The package codes of the batch's stored ranges, made with the service's secret."""
     rows = await service.app.state.pool.fetch(
-        "SELECT code FROM trace_codes WHERE batch_id = $1 AND code_type = $2", batch_id, CodeType.PACKAGE
+        "SELECT region_code, first_seq, count FROM code_ranges WHERE batch_id = $1 ORDER BY first_seq", batch_id
     )
-    return [row["code"] for row in rows]
+    issuer = CodeIssuer(service.settings.secret)
+    return [code for r in rows for code in issuer.codes(CodeType.PACKAGE, r["region_code"], r["first_seq"], r["count"])]
 
 
 async def test_200k_labels_as_csv_are_stored_valid_and_resolve_as_packages(service: Service) -> None:
@@ -128,31 +130,51 @@ async def test_batch_named_by_its_national_long_form(service: Service) -> None:
     assert sorted(_csv_codes(response.text)) == sorted(await _stored_codes(service, created["batch_id"]))
 
 
-async def test_package_code_is_built_in_one_postgres_query_then_read_from_its_stored_document(
+async def test_a_labels_request_stores_one_range_row_and_no_row_per_code(service: Service) -> None:
+    created = await _own_batch(service)
+
+    codes = _csv_codes((await _labels(service, created["trace_code"], {"count": 50_000})).text)
+
+    pool = service.app.state.pool
+    ranges = await pool.fetch(
+        "SELECT code_type, region_code, count FROM code_ranges WHERE batch_id = $1", created["batch_id"]
+    )
+    assert [tuple(r) for r in ranges] == [(CodeType.PACKAGE, region_of(created["trace_code"]), 50_000)]
+    assert await pool.fetchval("SELECT count(*) FROM trace_codes WHERE code = ANY ($1::text[])", codes[:1_000]) == 0
+
+
+async def test_the_first_scan_of_a_package_code_asks_postgres_nothing_once_its_batch_is_known(
     service: Service,
 ) -> None:
     created = await _own_batch(service)
-    (code,) = _csv_codes((await _labels(service, created["trace_code"], {"count": 1})).text)
+    first, second, third = _csv_codes((await _labels(service, created["trace_code"], {"count": 3})).text)
     service.query_log.queries.clear()
 
-    response = await service.client.get(f"/api/v1/codes/{code}")
-    await service.app.state.redis.flushdb()  # Redis lost it: the next resolve reaches Postgres again
-    service.app.state.local.drop_batch(created["batch_id"])
-    again = await service.client.get(f"/api/v1/codes/{code}")
+    answers = [(await service.client.get(f"/api/v1/codes/{code}")).json() for code in (first, second)]
+    met = _sent(service)
+    service.query_log.queries.clear()
+    page = await service.client.get(f"/t/{third}")
+    again = (await service.client.get(f"/api/v1/codes/{third}")).json()
 
-    assert response.status_code == again.status_code == 200
-    assert response.json()["type"] == "package"
-    sent = [
+    # Its range (once per worker and range), the batch's document, the block's scan counts: then none at all.
+    assert met == [
+        queries.PACKAGE_RANGES, queries.STORED_DOCUMENTS, queries.DOCUMENT_BY_CODE, queries.STORE_DOCUMENTS,
+        queries.PACKAGE_SCAN_BLOCKS,
+    ]  # fmt: skip
+    assert _sent(service) == []
+    assert [(a["code"], a["type"], a["url"]) for a in answers] == [
+        (code, "package", f"{PUBLIC_URL}/t/{code}") for code in (first, second)
+    ]
+    assert answers[0]["batch"]["trace_code"] == created["trace_code"] and answers[0]["scans"]["count"] == 1
+    assert page.status_code == 200 and third in page.text and "产品追溯码" in page.text
+    assert again["scans"]["count"] == 2 and again["code"] == third
+
+
+def _sent(service: Service) -> list[str]:
+    return [
         q
         for q in service.query_log.queries
         if not q.startswith(HOUSEKEEPING) and not any(part in q for part in ASYNCPG_TYPE_LOOKUP)
-    ]
-    # no stored document; the document query; the document stored; the next resolve: the stored one
-    assert sent == [
-        queries.STORED_DOCUMENTS,
-        queries.DOCUMENT_BY_CODE,
-        queries.STORE_DOCUMENTS,
-        queries.STORED_DOCUMENTS,
     ]
 
 
@@ -274,46 +296,17 @@ async def test_recalled_or_expired_batch_gets_no_labels(service: Service) -> Non
     assert [(r.status_code, r.json()["code"]) for r in responses] == [(409, "recalled"), (409, "expired")]
 
 
-async def _next_codes(service: Service, batch: labels.LabelBatch, count: int) -> list[str]:
-    """The codes that the next label request of `batch` for `count` codes will issue."""
-    next_seq = await service.app.state.pool.fetchval(
-        "SELECT next_seq FROM code_sequences WHERE code_type = $1 AND region_code = $2", CodeType.PACKAGE, batch.region
-    )
-    return CodeIssuer(service.settings.secret).codes(CodeType.PACKAGE, batch.region, next_seq or 0, count)
-
-
-async def _store_for_another_batch(service: Service, code: str) -> None:
-    other = await _own_batch(service)
-    await service.app.state.pool.execute(
-        "INSERT INTO trace_codes (code, code_type, batch_id) VALUES ($1, $2, $3)",
-        code, CodeType.PACKAGE, other["batch_id"],
-    )  # fmt: skip
-
-
-async def test_a_copy_failing_midway_leaves_no_code_and_no_event(service: Service) -> None:
+async def test_a_request_failing_midway_leaves_no_range_and_no_event(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
     created = await _own_batch(service)
     state = service.app.state
     batch = await labels.find_batch(state.pool, created["trace_code"])
-    # Parts of 50,000 go in code order: a code in the top quarter of serials is in the last of four parts.
-    late = next(c for c in await _next_codes(service, batch, 200_000) if serial_of(c) >= SERIAL_LIMIT * 3 // 4)
-    await _store_for_another_batch(service, late)
+    failing = "SELECT $1::timestamptz, $2::bigint, $3, $4, $5, $6, $7::jsonb, 1 / 0"  # the event, after the range
+    monkeypatch.setattr(queries, "INSERT_EVENT", failing)
 
-    with pytest.raises(asyncpg.UniqueViolationError):
-        await labels.issue_labels(state.pool, state.issuer, service.settings.secret, batch, 200_000, chunk_codes=50_000)
-
-    assert await _stored_codes(service, created["batch_id"]) == []
-    events = await state.pool.fetch("SELECT data FROM events WHERE batch_id = $1", created["batch_id"])
-    assert not any("package_codes" in row["data"] for row in events)
-    again = await _labels(service, created["trace_code"], {"count": 10})
-    assert again.status_code == 201
-    assert len(await _stored_codes(service, created["batch_id"])) == 10
-
-
-async def test_a_failed_request_is_a_problem_and_writes_nothing(service: Service) -> None:
-    created = await _own_batch(service)
-    batch = await labels.find_batch(service.app.state.pool, created["trace_code"])
-    await _store_for_another_batch(service, (await _next_codes(service, batch, 1_000))[500])
-
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await labels.issue_labels(state.pool, state.issuer, service.settings.secret, batch, 200_000)
     transport = httpx.ASGITransport(app=service.app, raise_app_exceptions=False)  # answer the 500, as a server does
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         response = await client.post(
@@ -323,6 +316,12 @@ async def test_a_failed_request_is_a_problem_and_writes_nothing(service: Service
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
     assert await _stored_codes(service, created["batch_id"]) == []
+    monkeypatch.undo()
+    events = await state.pool.fetch("SELECT data FROM events WHERE batch_id = $1", created["batch_id"])
+    assert not any("package_codes" in row["data"] for row in events)
+    again = await _labels(service, created["trace_code"], {"count": 10})
+    assert again.status_code == 201
+    assert sorted(await _stored_codes(service, created["batch_id"])) == sorted(_csv_codes(again.text))
 
 
 # The binary COPY encoder, against the store itself.
@@ -489,7 +488,7 @@ async def test_command_line_writes_csv_and_pdf(service: Service, tmp_path: Path)
     env = subprocess_env(
         DATABASE_URL=service.settings.database_url,
         REDIS_URL=service.settings.redis_url,
-        TRACECODE_SECRET=secrets.token_hex(16),
+        TRACECODE_SECRET=service.settings.secret.decode(),  # the deployment's: its codes are its ranges
         TRACECODE_PUBLIC_URL=PUBLIC_URL,
     )
     csv_path, pdf_path = tmp_path / "labels.csv", tmp_path / "labels.pdf"

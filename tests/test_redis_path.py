@@ -13,7 +13,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cache import keys, store
@@ -63,20 +62,39 @@ async def test_redis_served_scans_ask_postgres_nothing(tierless: Service) -> Non
     assert tierless.query_log.queries == []
 
 
+AT = "2026-01-02T03:04:05+08:00"
+
+
+def _slot(code: str) -> keys.ScanSlot:
+    return keys.code_scan_slot(code)
+
+
+async def _counted(redis: aioredis.Redis, slot: keys.ScanSlot, count: int | None = None, *, at: str = AT) -> None:
+    """The scan hash of `slot` alive in Redis (as rebuilt from Postgres), with `count` scans of its code if any."""
+    await redis.hset(slot.key, keys.SCANS_ALIVE, "1")
+    if count is not None:
+        await redis.hset(slot.key, slot.field, f"{count} {at} 0 ")
+
+
 async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
     cache: DocumentCache, redis: aioredis.Redis
 ) -> None:
-    await cache.fill("C1", b'{"a":1}', batch_id=7, ttl_s=60, seed=Scans(5, "2026-01-02T03:04:05+08:00"))
+    await cache.fill("C1", b'{"a":1}', batch_id=7, ttl_s=60)
+    await _counted(redis, _slot("C1"), 5)
+    await _counted(redis, _slot("C4"))
     await cache.put_negative("C2")
 
-    fetched = await cache.fetch("C1")
-    negative = await cache.fetch("C2")
-    missing = await cache.fetch("C3")
+    fetched = await cache.fetch("C1", _slot("C1"))
+    negative = await cache.fetch("C2", _slot("C2"))
+    missing = await cache.fetch("C3", _slot("C3"))
+    counters_only = await cache.fetch(None, _slot("C4"))
 
     assert fetched is not None and (fetched.document, fetched.batch_id) == (b'{"a":1}', 7)
-    assert fetched.scans == Scans(5, "2026-01-02T03:04:05+08:00", 0)
-    assert negative is not None and negative.document == keys.NEGATIVE
-    assert missing is None and (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
+    assert fetched.scans == Scans(5, AT, 0)
+    assert negative is not None and negative.document == keys.NEGATIVE and negative.scans is None
+    assert missing == store.Fetched(None, 0, None)  # no document, and its scan hash must be rebuilt
+    assert counters_only == store.Fetched(None, 0, Scans(0, None, 0))  # never scanned
+    assert (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
 
 
 class _CountedWrites:
@@ -107,24 +125,25 @@ async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(
     cache = DocumentCache(client)
     try:
         for i in range(20):
-            await cache.fill(
-                f"C{i}", b'{"n":%d}' % i, batch_id=i + 1, ttl_s=60, seed=Scans(i, "2026-01-02T03:04:05+08:00")
-            )
+            await cache.fill(f"C{i}", b'{"n":%d}' % i, batch_id=i + 1, ttl_s=60)
+            await _counted(client, _slot(f"C{i}"), i)
         await cache.put_negative("NEG")
-        await cache.fetch("C0")  # connects
+        await cache.fetch("C0", _slot("C0"))  # connects
         writes = _count_writes(client.hot_clients[0])  # type: ignore[attr-defined]
 
-        fetched = await asyncio.gather(*(cache.fetch(code) for code in [*(f"C{i}" for i in range(20)), "NEG", "NONE"]))
-        again = await cache.fetch("C7")
+        codes = [*(f"C{i}" for i in range(20)), "NEG", "NONE"]
+        fetched = await asyncio.gather(*(cache.fetch(code, _slot(code)) for code in codes))
+        again = await cache.fetch("C7", _slot("C7"))
     finally:
         await client.aclose()
 
     assert len(writes.writes) == 2  # the 22 fetches of one turn, then the lone one
     assert b"EVALSHA" not in b"".join(writes.writes)
-    assert [(f.document, f.batch_id, f.scans.count) for f in fetched[:20] if f is not None] == [
-        (b'{"n":%d}' % i, i + 1, i) for i in range(20)
+    assert [(f.document, f.batch_id, f.scans) for f in fetched[:20] if f is not None] == [
+        (b'{"n":%d}' % i, i + 1, Scans(i, AT, 0)) for i in range(20)
     ]
-    assert fetched[20] is not None and fetched[20].document == keys.NEGATIVE and fetched[21] is None
+    assert fetched[20] is not None and fetched[20].document == keys.NEGATIVE
+    assert fetched[21] == store.Fetched(None, 0, None)
     assert again is not None and again.document == b'{"n":7}'
     assert (cache.hits, cache.misses, cache.errors) == (23, 1, 0)
 
@@ -132,13 +151,13 @@ async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(
 async def test_a_cancelled_fetch_leaves_the_others_of_its_turn_their_answers(cache: DocumentCache) -> None:
     for code in ("A", "B", "C"):
         await cache.fill(code, b'{"c":"%s"}' % code.encode(), batch_id=1, ttl_s=60)
-    await cache.fetch("A")
+    await cache.fetch("A", _slot("A"))
 
-    tasks = [asyncio.ensure_future(cache.fetch(code)) for code in ("A", "B", "C")]
+    tasks = [asyncio.ensure_future(cache.fetch(code, _slot(code))) for code in ("A", "B", "C")]
     await asyncio.sleep(0)  # all three sent in this turn
     tasks[1].cancel()
     a, b, c = await asyncio.gather(*tasks, return_exceptions=True)
-    after = await cache.fetch("B")  # replies stay matched to their requests
+    after = await cache.fetch("B", _slot("B"))  # replies stay matched to their requests
 
     assert isinstance(b, asyncio.CancelledError)
     assert isinstance(a, store.Fetched) and a.document == b'{"c":"A"}'
@@ -151,8 +170,8 @@ async def test_a_failed_shared_round_trip_fails_each_of_its_fetches_into_the_fal
     client = redis_client(f"redis://127.0.0.1:{port}/0")
     cache = DocumentCache(client)
     try:
-        fetched = await asyncio.gather(*(cache.fetch(f"C{i}") for i in range(10)))
-        skipped = await cache.fetch("C0")
+        fetched = await asyncio.gather(*(cache.fetch(f"C{i}", _slot(f"C{i}")) for i in range(10)))
+        skipped = await cache.fetch("C0", _slot("C0"))
     finally:
         await client.aclose()
         server.close()
@@ -165,28 +184,43 @@ async def test_a_failed_shared_round_trip_fails_each_of_its_fetches_into_the_fal
 async def test_an_error_reply_fails_its_fetch_like_a_failed_script(cache: DocumentCache, redis: aioredis.Redis) -> None:
     await redis.hset(keys.document_key("WRONG"), "not", "a string")  # GET answers WRONGTYPE
 
-    assert await cache.fetch("WRONG") is None
+    assert await cache.fetch("WRONG", _slot("WRONG")) is None
     assert cache.errors == 1 and not cache.is_available
 
 
-@pytest.mark.parametrize("code", ["16301214181039605482", "1.2.93630121MA7H8Q2K1C.03010200.20261129173537.001"])
-def test_the_fetch_is_packed_as_the_three_commands(code: str) -> None:
-    commands = [("GET", keys.document_key(code)), ("HMGET", keys.scans_key(code), "count", "first_at")]
-    commands.append(("PFCOUNT", keys.places_key(code)))
+@pytest.mark.parametrize(
+    ("doc_key", "slot"),
+    [
+        pytest.param("16301214181039605482", _slot("16301214181039605482"), id="batch-code"),
+        pytest.param("1.2.93630121MA7H8Q2K1C.03010200.20261129173537.001",
+                     _slot("1.2.93630121MA7H8Q2K1C.03010200.20261129173537.001"), id="long-form"),
+        pytest.param("16301214181039605482", keys.package_scan_slot("46301210000000001274", "630121", 12_345),
+                     id="package-code"),
+        pytest.param(None, keys.package_scan_slot("46301210000000001274", "630121", 12_345), id="counters-only"),
+    ],
+)  # fmt: skip
+def test_the_fetch_is_packed_as_plain_commands(doc_key: str | None, slot: keys.ScanSlot) -> None:
+    commands: list[tuple[str, ...]] = [] if doc_key is None else [("GET", keys.document_key(doc_key))]
+    commands.append(("HMGET", slot.key, slot.field, keys.SCANS_ALIVE))
 
-    assert store._fetch_commands(code) == b"".join(pack(command) for command in commands)
+    assert store._fetch_commands(doc_key, slot) == b"".join(pack(command) for command in commands)
+
+
+def _state(code: str, pending: int, places: set[str], *, at: str = AT) -> ScanState:
+    return ScanState(_slot(code), code, 0, at, 0, pending=pending, pending_places=places)
 
 
 async def test_scripts_are_loaded_again_when_redis_forgot_them(cache: DocumentCache, redis: aioredis.Redis) -> None:
     await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)
-    assert await cache.fetch("C1") is not None
+    await _counted(redis, _slot("C1"))
+    assert await cache.fetch("C1", _slot("C1")) is not None
     await redis.script_flush()
 
-    again = await cache.fetch("C1")
-    state = ScanState(0, "2026-01-02T03:04:05+08:00", 0, pending=2, pending_places={"10.0.0.0/24"})
-    await cache.add_scans({"C1": state})
+    again = await cache.fetch("C1", _slot("C1"))
+    state = _state("C1", 2, {"10.0.0.0/24"})
+    lost = await cache.add_scans([state])
 
-    assert again is not None and cache.errors == 0
+    assert again is not None and cache.errors == 0 and lost == []
     assert (state.count, state.pending, state.places) == (2, 0, 1)
 
 
@@ -194,50 +228,52 @@ async def test_a_sync_of_many_codes_adds_every_one(
     cache: DocumentCache, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "SYNC_CHUNK", 3)  # several calls of the script in one sync
-    at = "2026-01-02T03:04:05+08:00"
-    await redis.hset(keys.scans_key("K0"), mapping={"count": 10, "first_at": "2025-01-01T00:00:00+08:00"})
-    states = {
-        f"K{i}": ScanState(0, at, 0, pending=i + 1, pending_places={f"10.0.{p}.0/24" for p in range(i)})
-        for i in range(7)
-    }
+    earlier = "2025-01-01T00:00:00+08:00"
+    for i in range(7):
+        await _counted(redis, _slot(f"K{i}"), 10 if i == 0 else None, at=earlier)
+    states = [_state(f"K{i}", i + 1, {f"10.0.{p}.0/24" for p in range(i)}) for i in range(7)]
+    states.append(_state("LOST", 1, set()))  # its scan hash is gone: nothing is added to it
 
-    await cache.add_scans(states)
+    lost = await cache.add_scans(states)
 
-    assert [s.count for s in states.values()] == [11, 2, 3, 4, 5, 6, 7]
-    assert [s.places for s in states.values()] == [0, 1, 2, 3, 4, 5, 6]
-    assert states["K0"].first_at == "2025-01-01T00:00:00+08:00" and states["K1"].first_at == at
-    assert all(s.pending == 0 and not s.pending_places for s in states.values())
-    assert await redis.ttl(keys.scans_key("K3")) > 0 and await redis.ttl(keys.places_key("K3")) > 0
+    assert lost == [states[7]] and states[7].pending == 1 and not await redis.exists(_slot("LOST").key)
+    assert [s.count for s in states[:7]] == [11, 2, 3, 4, 5, 6, 7]
+    assert [s.places for s in states[:7]] == [0, 1, 2, 3, 4, 5, 6]
+    assert states[0].first_at == earlier and states[1].first_at == AT
+    assert all(s.pending == 0 and not s.pending_places for s in states[:7])
+    assert await redis.ttl(_slot("K3").key) > 0
 
 
-@pytest.mark.parametrize("hot_read", [True, False])
-async def test_scan_counts_answer_the_counters_redis_holds(
-    redis_url: str, redis: aioredis.Redis, hot_read: bool
+async def test_a_code_counts_each_place_once_and_at_most_max_places(
+    cache: DocumentCache, redis: aioredis.Redis
 ) -> None:
-    client = redis_client(redis_url)
-    cache = DocumentCache(client, hot_read=hot_read)
-    at = "2026-01-02T03:04:05+08:00"
-    try:
-        await redis.hset(keys.scans_key("K1"), mapping={"count": 3, "first_at": at})
-        await redis.hset(keys.scans_key("K2"), mapping={"count": 9, "first_at": at})
-        await redis.hset(keys.scans_key("HALF"), mapping={"count": 1})  # no first_at: not flushed
-        counts = await cache.scan_counts(["K1", "NONE", "K2", "HALF"])
-        one = await cache.scan_counts(["K2"])
-        none = await cache.scan_counts([])
-        await redis.set(keys.scans_key("WRONG"), "x")
-        with pytest.raises(ResponseError):
-            await cache.scan_counts(["K1", "WRONG"])
-    finally:
-        await client.aclose()
+    await _counted(redis, _slot("P"))
+    places = [f"10.0.{p}.0/24" for p in range(keys.MAX_PLACES + 4)]
 
-    assert counts == {"K1": Scans(3, at), "K2": Scans(9, at)}
-    assert one == {"K2": Scans(9, at)} and none == {}
+    for place in [places[0], places[0], *places]:
+        await cache.add_scans([_state("P", 1, {place})])
+    fetched = await cache.fetch(None, _slot("P"))
+
+    assert fetched is not None and fetched.scans == Scans(len(places) + 2, AT, keys.MAX_PLACES)
+
+
+async def test_a_lost_scan_hash_is_rebuilt_whole_once(cache: DocumentCache, redis: aioredis.Redis) -> None:
+    slots = [keys.package_scan_slot(f"4-{seq}", "630121", seq) for seq in (5, 6, 7)]
+    members = {slots[0].key: [(slots[0].field, Scans(3, AT)), (slots[1].field, Scans(1, AT))]}
+
+    rebuilt = await cache.rebuild_scans(members, slots)
+    await redis.hset(slots[0].key, slots[0].field, f"9 {AT} 0 ")  # counted on since
+    again = await cache.rebuild_scans({slots[0].key: [(slots[0].field, Scans(3, AT))]}, slots[:1])
+
+    assert rebuilt == {slots[0]: Scans(3, AT), slots[1]: Scans(1, AT), slots[2]: Scans(0, None)}
+    assert again == {slots[0]: Scans(9, AT)}  # made once: the second rebuild changes nothing
+    assert await redis.hget(slots[0].key, keys.SCANS_ALIVE) == b"1" and await redis.ttl(slots[0].key) > 0
 
 
 async def test_closing_the_redis_client_closes_the_hot_connection(redis_url: str) -> None:
     client = redis_client(redis_url)
     cache = DocumentCache(client)
-    await cache.fetch("nothing")
+    await cache.fetch("nothing", _slot("nothing"))
     hot = client.hot_clients[0]  # type: ignore[attr-defined]
     assert hot._connection is not None and not hot._connection.is_closed
 
@@ -315,16 +351,16 @@ async def test_a_killed_redis_is_a_miss_and_its_return_is_used_again(own_redis: 
     cache = DocumentCache(client)
     try:
         await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)
-        assert await cache.fetch("C1") is not None
+        assert await cache.fetch("C1", _slot("C1")) is not None
 
         await asyncio.to_thread(own_redis.stop)
-        down = await cache.fetch("C1")
-        skipped = await cache.fetch("C1")  # within the back-off: not even tried
+        down = await cache.fetch("C1", _slot("C1"))
+        skipped = await cache.fetch("C1", _slot("C1"))  # within the back-off: not even tried
         errors_down = cache.errors
         await asyncio.to_thread(own_redis.start)
         assert await cache.ping()  # the health check ends the back-off once Redis answers
         await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)  # an empty Redis after the restart
-        back = await cache.fetch("C1")
+        back = await cache.fetch("C1", _slot("C1"))
     finally:
         await client.aclose()
 
@@ -349,14 +385,14 @@ async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: Embedd
     cache = DocumentCache(client)
     counter = ScanCounter(None, cache)  # type: ignore[arg-type]  # sync never touches Postgres
     try:
-        counter.count("C1", "10.0.0.0/24")
+        counter.count(_slot("C1"), "C1", "10.0.0.0/24")
         await asyncio.to_thread(own_redis.stop)
 
         synced = [await counter.sync() for _ in range(5)]
 
         assert synced == [0] * 5
         assert cache.errors == 1  # one attempt, then the back-off
-        assert counter.count("C1", "10.0.0.0/24").pending == 2  # nothing lost: sent once Redis is back
+        assert counter.count(_slot("C1"), "C1", "10.0.0.0/24").pending == 2  # nothing lost: sent once Redis is back
     finally:
         await client.aclose()
 
