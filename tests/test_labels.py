@@ -1,4 +1,4 @@
-"""Package labels: bulk issuance over the API and the command line, the binary COPY encoder, the PDF sheet."""
+"""Package labels: bulk issuance over the API and the command line, as ranges; the PDF sheet."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-import numpy as np
 import orjson
 import pypdfium2
 import pytest
 import zxingcpp
 
-from codegen import copyformat
-from codegen.format import SERIAL_LIMIT, CodeType, compose, group, is_valid, region_of, serial_of, type_of
-from codegen.kernels import CodeBlock, block_to_strings, issue_block
+from codegen.format import CodeType, compose, group, is_valid, region_of, type_of
+from codegen.kernels import block_to_strings, issue_block
 from codegen.permute import derive_round_keys
 from resolver import labels, queries
 from resolver.issuer import CodeIssuer
@@ -322,83 +320,6 @@ async def test_a_request_failing_midway_leaves_no_range_and_no_event(
     again = await _labels(service, created["trace_code"], {"count": 10})
     assert again.status_code == 201
     assert sorted(await _stored_codes(service, created["batch_id"])) == sorted(_csv_codes(again.text))
-
-
-# The binary COPY encoder, against the store itself.
-
-COPY_TABLE = "CREATE TEMP TABLE {} (code char(20), code_type smallint, batch_id bigint, created_at timestamptz)"
-
-
-async def test_binary_copy_rows_equal_asyncpg_encoding(pg: asyncpg.Connection) -> None:
-    keys = derive_round_keys(b"copy format test secret, 32 bytes", CodeType.PACKAGE, "630121")
-    block = issue_block(CodeType.PACKAGE, "630121", 7_000, 1_000, keys)
-    created_at = dt.datetime(2026, 11, 20, 8, 30, 15, 123_456, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    batch_id = 2**62 + 12_345  # all eight bytes matter
-    encoder = copyformat.CodeRowEncoder(code_type=CodeType.PACKAGE, batch_id=batch_id, created_at=created_at)
-    for table in ("ours", "theirs"):
-        await pg.execute(COPY_TABLE.format(table))
-
-    async def source() -> Any:
-        yield copyformat.HEADER
-        yield encoder.rows(block[:400])
-        yield encoder.rows(block[400:])
-        yield copyformat.TRAILER
-
-    await pg.copy_to_table("ours", source=source(), columns=copyformat.CODE_COLUMNS, format="binary", timeout=10)
-    records = [(code, int(CodeType.PACKAGE), batch_id, created_at) for code in block_to_strings(block)]
-    await pg.copy_records_to_table("theirs", records=records, columns=copyformat.CODE_COLUMNS, timeout=10)
-
-    ours = await pg.fetch("SELECT * FROM ours ORDER BY code")
-    theirs = await pg.fetch("SELECT * FROM theirs ORDER BY code")
-    assert [tuple(r) for r in ours] == [tuple(r) for r in theirs] == sorted(records)
-
-
-def test_rows_are_56_bytes_with_the_code_in_place() -> None:
-    block = np.frombuffer(b"41234567890123456789" * 2, dtype=np.uint8).reshape(2, 20)
-    encoder = copyformat.CodeRowEncoder(code_type=4, batch_id=1, created_at=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
-
-    rows = encoder.rows(block)
-
-    assert len(rows) == 2 * copyformat.ROW_BYTES == 112
-    assert rows[:26] == b"\x00\x04\x00\x00\x00\x1441234567890123456789"
-    assert rows[-8:] == bytes(8)  # the PostgreSQL epoch is zero
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        pytest.param({"created_at": dt.datetime(2026, 1, 1)}, id="naive-time"),
-        pytest.param({"batch_id": -1}, id="negative-batch"),
-        pytest.param({"code_type": 2**15}, id="type-overflow"),
-    ],
-)
-def test_encoder_refuses_what_the_columns_cannot_hold(kwargs: dict[str, Any]) -> None:
-    args: dict[str, Any] = {"code_type": 4, "batch_id": 1, "created_at": dt.datetime.now(dt.UTC), **kwargs}
-
-    with pytest.raises(ValueError):
-        copyformat.CodeRowEncoder(**args)
-
-
-def test_sort_block_orders_codes() -> None:
-    keys = derive_round_keys(b"sort test secret of 32 bytes....", CodeType.PACKAGE, "630121")
-    block = issue_block(CodeType.PACKAGE, "630121", 0, 5_000, keys)
-
-    assert block_to_strings(copyformat.sort_block(block)) == sorted(block_to_strings(block))
-
-
-@pytest.mark.parametrize("parts", [1, 3, 8])
-def test_ordered_parts_are_every_code_once_in_order(parts: int) -> None:
-    keys = derive_round_keys(b"ordered parts secret of 32 bytes", CodeType.PACKAGE, "630121")
-    spans = [(100, 4_000), (4_100, 4_000), (8_100, 1_900)]
-
-    def block_of(start: int, count: int) -> CodeBlock:
-        return issue_block(CodeType.PACKAGE, "630121", start, count, keys)
-
-    ordered = [block_to_strings(copyformat.ordered_part(block_of, spans, k, parts)) for k in range(parts)]
-
-    everything = block_to_strings(issue_block(CodeType.PACKAGE, "630121", 100, 9_900, keys))
-    assert [code for part in ordered for code in part] == sorted(everything)
-    assert all(abs(len(part) - 9_900 / parts) < 300 for part in ordered)  # equal ranges of a uniform permutation
 
 
 def test_csv_and_json_rows_match_plain_formatting() -> None:
