@@ -7,6 +7,7 @@ its scan counters are a field of the hash of its block of sequence numbers (`Sca
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 KEY_PREFIX = "tc:"
@@ -18,8 +19,11 @@ SCANS_TTL_S = 2 * DOCUMENT_TTL_S  # a scan hash untouched this long goes; it is 
 PLACES_WINDOW_S = 600  # 10 minutes: the window in which distinct places scanning one code are counted
 PLACES_WARNING = 5  # this many distinct client networks in one window flag the code as possibly copied
 MAX_PLACES = 16  # distinct networks kept per code and window: enough to pass the warning line
-PACKAGE_SCAN_BLOCK = 4_096  # package codes (by sequence number) whose counters share one hash
-SCANS_ALIVE = "_"  # member of every scan hash: absent, the hash was lost and must be rebuilt before it is counted on
+PACKAGE_SCAN_BLOCK = 4_096  # package codes (by sequence number) whose counters share one hash: a 512 B bitmap
+# A worker answers the first scan of a code whose bit its copy of the block's bitmap (read this recently) has
+# clear, as the code's first scan ever, without asking Redis: it misses only other workers' scans of that code
+# since the copy was read (the copies of blocks in use are read again at every scan sync).
+SCANNED_BITS_FRESH_S = 0.5
 
 REDIS_MAX_CONNECTIONS = 64  # per worker
 # A slow Redis must not hold up a scan, but a busy worker must not mistake its own slowness for Redis's: the hot
@@ -40,18 +44,23 @@ def document_key(code: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ScanSlot:
-    """Where a code's consumer scan counters live: member `field` of the hash `key`, in Redis; and in Postgres,
-    the row of `package_scans` (region, seq) for a package code, else of `scan_counts` (code).
+    """Where a code's consumer scan counters live: member `field` of the hash `key`, and bit `bit` of the bitmap
+    `bits_key`, in Redis; and in Postgres, the row of `package_scans` (region, seq) for a package code, else of
+    `scan_counts` (code).
 
-    A scan hash holds SCANS_ALIVE and one member per scanned code: "{count} {first_at} {window start} {places}",
-    the count, the first scan's time (ISO 8601, China time), the start (epoch s) of the current PLACES_WINDOW_S
-    and the ids of the client networks seen in it, comma-separated. A hash is made whole from Postgres (every
-    code of it ever scanned), so while SCANS_ALIVE is there a code without a member has never been scanned.
+    A scan hash has a member per scanned code: "{count} {first_at} {window start} {places}", the count, the first
+    scan's time (ISO 8601, China time), the start (epoch s) of the current PLACES_WINDOW_S and the ids of the
+    client networks seen in it, comma-separated. Its bitmap has a bit set per member. The pair is made whole
+    from Postgres (every code of it ever scanned) when the bitmap is missing, and only then is the bitmap made:
+    while it exists, a code whose bit is clear has never been scanned. A package code shares the pair with the
+    other codes of its block of PACKAGE_SCAN_BLOCK sequence numbers; any other code has a pair of its own.
     """
 
     code: str
     key: str
     field: str
+    bits_key: str
+    bit: int
     region: str = ""  # package codes only
     seq: int = -1  # package codes only
 
@@ -61,14 +70,23 @@ class ScanSlot:
 
 
 def code_scan_slot(code: str) -> ScanSlot:
-    """The counters of a batch, voucher or circulation code, or a long form: a hash of its own."""
-    return ScanSlot(code, f"{KEY_PREFIX}scans:{{{code}}}", "0")
+    """The counters of a batch, voucher or circulation code, or a long form: a pair of its own (a member's name
+    is its bit's number)."""
+    return ScanSlot(code, f"{KEY_PREFIX}scans:{{{code}}}", "0", f"{KEY_PREFIX}scanned:{{{code}}}", 0)
 
 
 def package_scan_slot(code: str, region: str, seq: int) -> ScanSlot:
-    """The counters of a package code, sequence number `seq` of `region`: a member of its block's hash."""
+    """The counters of a package code, sequence number `seq` of `region`: in its block's pair."""
     block, offset = divmod(seq, PACKAGE_SCAN_BLOCK)
-    return ScanSlot(code, f"{KEY_PREFIX}pscans:{{{region}:{block}}}", str(offset), region, seq)
+    key, bits_key = _package_pair(region, block)
+    return ScanSlot(code, key, str(offset), bits_key, offset, region, seq)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _package_pair(region: str, block: int) -> tuple[str, str]:
+    """The keys of a block's pair, made once for all its codes' slots."""
+    tag = f"{{{region}:{block}}}"
+    return f"{KEY_PREFIX}pscans:{tag}", f"{KEY_PREFIX}pscanned:{tag}"
 
 
 def batch_codes_key(batch_id: int) -> str:

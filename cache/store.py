@@ -9,7 +9,9 @@ to Postgres (see resolver.scans).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import itertools
 import logging
 import time
 import zlib
@@ -28,72 +30,87 @@ logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# Add one worker's scans of many codes since its last sync; answer each code's totals, three values per code.
-# KEYS: each code's scan hash (codes of one block share one). ARGV: the hashes' TTL, the places window, the most
-# places kept, now (epoch s), SCANS_ALIVE, then per code: its member, the scans to add, their first_at, the number
-# of places, the places. A member is "{count} {first_at} {window start} {places}" (keys.ScanSlot). A hash without its
-# SCANS_ALIVE member was lost (Redis restarted, evicted or expired it): nothing is added to it, and its codes
-# answer a count of -1, until it has been rebuilt from Postgres (_REBUILD_SCANS). Touches keys of many codes: on a
-# Redis Cluster the sync would have to send one call per hash instead (see "Known limits" in the README).
+# Add one worker's scans of many codes since its last sync. KEYS: per scan pair (keys.ScanSlot) its hash and bitmap,
+# then the bitmaps to read. ARGV: the pairs' TTL, the places window, the most places kept, now (epoch s), the number
+# of pairs, then per pair: the number of its codes, and per code: its bit (its member's name too) and the member
+# this worker's scans alone would make, "{scans} {first_at} {now} {places}" (keys.ScanSlot). A code never scanned
+# gets that member as it is; any other's is merged into. Answers per code: false (written as sent), the merged
+# member, or -1 when its pair was lost (Redis restarted, evicted or expired it): nothing is added to a lost pair
+# until it has been rebuilt from Postgres (_REBUILD_SCANS). Then the bitmaps asked for. A pair's members are read,
+# written and marked with one command each. Touches keys of many codes: on a Redis Cluster the sync would have to
+# send one call per pair instead (see "Known limits" in the README).
 _ADD_SCANS = """
-local totals, at, alive = {}, 6, {}
-local window, most, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 1, #KEYS do
-    local key, member, add, first_at = KEYS[i], ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
-    local n = tonumber(ARGV[at + 3])
-    if alive[key] == nil then
-        alive[key] = redis.call('HEXISTS', key, ARGV[5]) == 1
-        if alive[key] then redis.call('EXPIRE', key, ARGV[1]) end
-    end
-    if alive[key] then
-        local count, since, places = 0, now, ''
-        local value = redis.call('HGET', key, member)
-        if value then
-            local c, f, s, p = string.match(value, '^(%d+) (%S+) (%d+) ?(.*)$')
-            count, since, places = tonumber(c), tonumber(s), p
-            if first_at == '' or f < first_at then first_at = f end
-            if now - since >= window then since, places = now, '' end
-        end
-        count = count + add
-        local seen = 0
-        if places ~= '' then seen = select(2, string.gsub(places, ',', ',')) + 1 end
-        for j = at + 4, at + 3 + n do
-            if seen >= most then break end
-            if not string.find(',' .. places .. ',', ',' .. ARGV[j] .. ',', 1, true) then
-                if places == '' then places = ARGV[j] else places = places .. ',' .. ARGV[j] end
-                seen = seen + 1
+local answers, at = {}, 6
+local ttl, window, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, pair_count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local match, find, gsub, gmatch = string.match, string.find, string.gsub, string.gmatch
+local pattern = '^(%d+) (%S+) (%d+) ?(.*)$'
+for pair = 1, pair_count do
+    local key, bits, codes = KEYS[2 * pair - 1], KEYS[2 * pair], tonumber(ARGV[at])
+    local first = at + 1
+    at = first + 2 * codes
+    if redis.call('EXISTS', bits) == 1 then
+        local members = {}
+        for i = 1, codes do members[i] = ARGV[first + 2 * i - 2] end
+        local values = redis.call('HMGET', key, unpack(members))
+        local writes, marks = {}, {}
+        for i = 1, codes do
+            local value = ARGV[first + 2 * i - 1]
+            if values[i] then
+                local c, f, s, p = match(values[i], pattern)
+                local add, first_at, _, mine = match(value, pattern)
+                local count, since, places, seen = tonumber(c) + tonumber(add), tonumber(s), p, 0
+                if f < first_at then first_at = f end
+                if now - since >= window then since, places = now, '' end
+                if places ~= '' then seen = select(2, gsub(places, ',', ',')) + 1 end
+                for place in gmatch(mine, '[^,]+') do
+                    if seen >= most then break end
+                    if seen == 0 then
+                        places, seen = place, 1
+                    elseif not find(',' .. places .. ',', ',' .. place .. ',', 1, true) then
+                        places, seen = places .. ',' .. place, seen + 1
+                    end
+                end
+                value = count .. ' ' .. first_at .. ' ' .. since .. ' ' .. places
+                answers[#answers + 1] = value
+            else
+                answers[#answers + 1] = false
             end
+            writes[2 * i - 1], writes[2 * i] = members[i], value
+            marks[4 * i - 3], marks[4 * i - 2], marks[4 * i - 1], marks[4 * i] = 'SET', 'u1', members[i], 1
         end
-        redis.call('HSET', key, member, string.format('%d %s %d %s', count, first_at, since, places))
-        totals[#totals + 1] = count
-        totals[#totals + 1] = first_at
-        totals[#totals + 1] = seen
+        redis.call('HSET', key, unpack(writes))
+        redis.call('BITFIELD', bits, unpack(marks))
+        redis.call('EXPIRE', key, ttl)
+        redis.call('EXPIRE', bits, ttl)
     else
-        totals[#totals + 1] = -1
-        totals[#totals + 1] = ''
-        totals[#totals + 1] = 0
+        for i = 1, codes do answers[#answers + 1] = -1 end
     end
-    at = at + 4 + n
 end
-return totals
+for i = 2 * pair_count + 1, #KEYS do answers[#answers + 1] = redis.call('GET', KEYS[i]) or false end
+return answers
 """
 SYNC_CHUNK = 500  # codes per call of _ADD_SCANS: a script holds Redis up while it runs
 
-# Make lost scan hashes whole again from Postgres's counts, unless another worker did meanwhile; answer the asked
-# members as they then stand. KEYS: the hashes. ARGV: their TTL, SCANS_ALIVE, members per HSET, then per hash:
-# the number of members from Postgres, those members and their values, the number of members asked, those members.
+# Make lost scan pairs whole again from Postgres's counts, unless another worker did meanwhile; answer the asked
+# members as they then stand, and the bitmaps. KEYS: per pair its hash and bitmap. ARGV: their TTL, members per
+# HSET, then per pair: the bitmap from Postgres, the number of members from Postgres, those members and their
+# values, the number of members asked, those members.
 _REBUILD_SCANS = """
-local answers, at, step = {}, 4, 2 * tonumber(ARGV[3])
-for i = 1, #KEYS do
-    local key, n = KEYS[i], tonumber(ARGV[at])
-    local made = redis.call('EXISTS', key) == 0
-    if made then redis.call('HSET', key, ARGV[2], '1') end
-    for j = at + 1, at + 2 * n, step do
-        if made then redis.call('HSET', key, unpack(ARGV, j, math.min(j + step - 1, at + 2 * n))) end
+local answers, at, step = {}, 3, 2 * tonumber(ARGV[2])
+for i = 1, #KEYS, 2 do
+    local key, bits, n = KEYS[i], KEYS[i + 1], tonumber(ARGV[at + 1])
+    if redis.call('EXISTS', bits) == 0 then
+        redis.call('DEL', key)
+        for j = at + 2, at + 1 + 2 * n, step do
+            redis.call('HSET', key, unpack(ARGV, j, math.min(j + step - 1, at + 1 + 2 * n)))
+        end
+        if n > 0 then redis.call('EXPIRE', key, ARGV[1]) end
+        redis.call('SET', bits, ARGV[at], 'EX', ARGV[1])
     end
-    if made then redis.call('EXPIRE', key, ARGV[1]) end
-    at = at + 1 + 2 * n
+    at = at + 2 + 2 * n
     for j = at + 1, at + tonumber(ARGV[at]) do answers[#answers + 1] = redis.call('HGET', key, ARGV[j]) or false end
+    answers[#answers + 1] = redis.call('GET', bits)
     at = at + 1 + tonumber(ARGV[at])
 end
 return answers
@@ -131,7 +148,18 @@ NO_SCANS = Scans(0, None)
 class Fetched:
     document: bytes | None  # a document, keys.NEGATIVE, or None: not asked for, or not in Redis
     batch_id: int  # 0 without a document
-    scans: Scans | None  # Redis's counters of the code as they stand; None: its scan hash was lost (rebuild it)
+    scans: Scans | None  # Redis's counters of the code as they stand; None: its scan pair was lost (rebuild it)
+    scanned: bytes | None  # the bitmap of the code's scan pair (keys.ScanSlot), None when lost
+
+
+def is_scanned(bits: bytes, bit: int) -> bool:
+    """Bit `bit` of a bitmap as Redis's SETBIT numbers them (the first byte's high bit is 0)."""
+    byte = bit >> 3
+    return byte < len(bits) and bool(bits[byte] & (0x80 >> (bit & 7)))
+
+
+def _pair_of(sent: tuple[ScanState, int, list[str]]) -> str:
+    return sent[0].slot.key
 
 
 def unpack_scans(member: bytes | None, now_s: float) -> Scans:
@@ -259,13 +287,10 @@ _ADD_SCANS_SCRIPT = _Script(_ADD_SCANS)
 _REBUILD_SCANS_SCRIPT = _Script(_REBUILD_SCANS)
 
 
+@functools.lru_cache(maxsize=65_536)
 def place_id(place: str) -> str:
     """A short id of a client network, as kept among a code's places in Redis (a collision costs one place)."""
     return format(zlib.crc32(place.encode()), "x")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _raise_error_reply(replies: list[Any]) -> list[Any]:
@@ -277,21 +302,21 @@ def _raise_error_reply(replies: list[Any]) -> list[Any]:
 
 
 # The document of a code and its scan counters, in one round trip: GET the document (unless this worker has it),
-# HMGET the code's member and the hash's SCANS_ALIVE, packed here. Plain commands cost Redis about a third of a Lua
+# HGET the code's member and GET its pair's bitmap, packed here. Plain commands cost Redis about a third of a Lua
 # script making the same calls (bench/PROFILE.md, "Redis-only path"), each touches one key (a Redis Cluster routes
 # them), and the worker writes the fetches of one turn of its event loop together (cache.resp).
-_GET_DOCUMENT = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
-_GET_SCANS = b"*4\r\n$5\r\nHMGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$1\r\n" + keys.SCANS_ALIVE.encode() + b"\r\n"
+_GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
+_HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 
 
 def _fetch_commands(doc_key: str | None, slot: keys.ScanSlot) -> bytes:
     """The commands of a fetch in RESP, as hiredis.pack_command would pack them one by one."""
-    key, field = slot.key.encode(), slot.field.encode()
-    scans = _GET_SCANS % (len(key), key, len(field), field)
+    key, field, bits = slot.key.encode(), slot.field.encode(), slot.bits_key.encode()
+    scans = _HGET % (len(key), key, len(field), field) + _GET % (len(bits), bits)
     if doc_key is None:
         return scans
     document = keys.document_key(doc_key).encode()
-    return _GET_DOCUMENT % (len(document), document) + scans
+    return _GET % (len(document), document) + scans
 
 
 class DocumentCache:
@@ -328,31 +353,31 @@ class DocumentCache:
             return None
         try:
             if self._hot is not None:
-                replies = _raise_error_reply(
-                    await self._hot.send(_fetch_commands(doc_key, slot), 1 + (doc_key is not None))
-                )
+                count = 2 + (doc_key is not None)
+                replies = _raise_error_reply(await self._hot.send(_fetch_commands(doc_key, slot), count))
             else:
                 replies = await self._fetch_by_redis_py(doc_key, slot)
         except REDIS_ERRORS as exc:
             self._failed("fetch", exc)
             return None
-        member, alive = replies[-1]
-        scans = unpack_scans(member, time.time()) if alive is not None else None
+        member, scanned = replies[-2:]
+        scans = unpack_scans(member, time.time()) if scanned is not None else None
         document = replies[0] if doc_key is not None else None
         if document is None:
             self.misses += doc_key is not None
-            return Fetched(None, 0, scans)
+            return Fetched(None, 0, scans, scanned)
         self.hits += 1
         if document == keys.NEGATIVE:
-            return Fetched(keys.NEGATIVE, 0, scans)
+            return Fetched(keys.NEGATIVE, 0, scans, scanned)
         batch_id, _, document = document.partition(b"\n")
-        return Fetched(document, int(batch_id), scans)
+        return Fetched(document, int(batch_id), scans, scanned)
 
     async def _fetch_by_redis_py(self, doc_key: str | None, slot: keys.ScanSlot) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             if doc_key is not None:
                 pipe.get(keys.document_key(doc_key))
-            pipe.hmget(slot.key, slot.field, keys.SCANS_ALIVE)
+            pipe.hget(slot.key, slot.field)
+            pipe.get(slot.bits_key)
             replies: list[Any] = await pipe.execute()
         return replies
 
@@ -378,61 +403,73 @@ class DocumentCache:
         except REDIS_ERRORS as exc:
             self._failed("set", exc)
 
-    async def add_scans(self, states: list[ScanState]) -> list[ScanState]:
+    async def add_scans(
+        self, states: list[ScanState], read: list[str] | None = None
+    ) -> tuple[list[ScanState], dict[str, bytes | None]]:
         """Add each code's pending scans to Redis and refresh the states with the totals, one command per
-        SYNC_CHUNK codes; answers the states whose scan hash was lost, which added nothing (`rebuild_scans`).
+        SYNC_CHUNK codes; answers the states whose scan pair was lost, which added nothing (`rebuild_scans`), and
+        the bitmaps named in `read` (None: lost).
 
         Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try,
         and skips Redis for a while like a failed read (see `is_available`).
         """
         try:
-            return await self._add_scans(states)
+            return await self._add_scans(states, read or [])
         except REDIS_ERRORS as exc:
             self._failed("scan sync", exc)
             raise
 
-    async def _add_scans(self, states: list[ScanState]) -> list[ScanState]:
-        sent = [(state, state.pending, list(state.pending_places)) for state in states]
+    async def _add_scans(
+        self, states: list[ScanState], read: list[str]
+    ) -> tuple[list[ScanState], dict[str, bytes | None]]:
+        sent = sorted(((state, state.pending, list(state.pending_places)) for state in states), key=_pair_of)
         lost = []
-        for start in range(0, len(sent), SYNC_CHUNK):
+        bitmaps: dict[str, bytes | None] = {}
+        for start in range(0, max(len(sent), 1), SYNC_CHUNK):
             chunk = sent[start : start + SYNC_CHUNK]
+            reading = read if start == 0 else []
+            now_s = int(time.time())
             names: list[str] = []
-            args: list[Any] = [
-                keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, keys.MAX_PLACES, int(time.time()), keys.SCANS_ALIVE
-            ]  # fmt: skip
-            for state, pending, places in chunk:
-                names.append(state.slot.key)
-                args += (state.slot.field, pending, state.first_at or "", len(places), *map(place_id, places))
-            totals = await _ADD_SCANS_SCRIPT(self._call, names, args)
-            for i, (state, pending, places) in enumerate(chunk):
-                count, first_at, seen = totals[3 * i : 3 * i + 3]
-                if count < 0:
+            args: list[Any] = [keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, keys.MAX_PLACES, now_s, 0]
+            for key, pair in itertools.groupby(chunk, key=_pair_of):
+                scans = list(pair)
+                names += (key, scans[0][0].slot.bits_key)
+                args.append(len(scans))
+                for state, pending, places in scans:
+                    args += (state.slot.bit, f"{pending} {state.first_at} {now_s} {','.join(map(place_id, places))}")
+            args[4] = len(names) // 2
+            answers = await _ADD_SCANS_SCRIPT(self._call, [*names, *reading], args)
+            for (state, pending, places), answer in zip(chunk, answers, strict=False):
+                if answer == -1:
                     lost.append(state)
                     continue
-                state.count = int(count)  # includes the scans just sent and every other worker's
+                if answer is None:  # its first scans anywhere: the member is this worker's
+                    state.count, state.places = pending, len(places)
+                else:  # includes the scans just sent and every other worker's
+                    merged = unpack_scans(answer, now_s)
+                    state.count, state.first_at, state.places = merged.count, merged.first_at, merged.places
                 state.pending -= pending  # scans that arrived during the round trip stay pending
-                state.first_at = _text(first_at)
-                state.places = int(seen)
                 state.pending_places.difference_update(places)
-        return lost
+            bitmaps.update(zip(reading, answers[len(chunk) :], strict=True))
+        return lost, bitmaps
 
     async def rebuild_scans(
-        self, members: dict[str, list[tuple[str, Scans]]], asked: list[keys.ScanSlot]
-    ) -> dict[keys.ScanSlot, Scans]:
-        """Make each lost scan hash (by key) whole again from `members` (every code of it Postgres has counted),
-        unless another worker did meanwhile; answers the counters of `asked` as they then stand. Raises on a Redis
-        error (and skips Redis for a while)."""
-        names: list[str] = []
-        args: list[Any] = [keys.SCANS_TTL_S, keys.SCANS_ALIVE, REBUILD_MEMBERS_PER_HSET]
-        asked_by_key: dict[str, list[keys.ScanSlot]] = {}
+        self, members: dict[str, tuple[bytes, list[tuple[str, Scans]]]], asked: list[keys.ScanSlot]
+    ) -> tuple[dict[keys.ScanSlot, Scans], dict[str, bytes]]:
+        """Make each lost scan pair of `asked` whole again from `members` (by hash: its bitmap and every code of it
+        Postgres has counted), unless another worker did meanwhile; answers the counters of `asked` as they then
+        stand, and the pairs' bitmaps. Raises on a Redis error (and skips Redis for a while)."""
+        by_key: dict[str, list[keys.ScanSlot]] = {}
         for slot in asked:
-            asked_by_key.setdefault(slot.key, []).append(slot)
-        for key, slots in asked_by_key.items():
-            rows = members.get(key, [])
-            names.append(key)
-            args.append(len(rows))
-            for field, scans in rows:
-                args += (field, f"{scans.count} {scans.first_at} 0 ")
+            by_key.setdefault(slot.key, []).append(slot)
+        names: list[str] = []
+        args: list[Any] = [keys.SCANS_TTL_S, REBUILD_MEMBERS_PER_HSET]
+        for key, slots in by_key.items():
+            bits, rows = members.get(key, (b"", []))
+            names += (key, slots[0].bits_key)
+            args += (bits, len(rows))
+            for field, counted in rows:
+                args += (field, f"{counted.count} {counted.first_at} 0 ")
             args += (len(slots), *(slot.field for slot in slots))
         try:
             answers = await _REBUILD_SCANS_SCRIPT(self._call, names, args)
@@ -440,8 +477,16 @@ class DocumentCache:
             self._failed("scan rebuild", exc)
             raise
         now_s = time.time()
-        ordered = [slot for slots in asked_by_key.values() for slot in slots]
-        return {slot: unpack_scans(answer or None, now_s) for slot, answer in zip(ordered, answers, strict=True)}
+        scans: dict[keys.ScanSlot, Scans] = {}
+        bitmaps: dict[str, bytes] = {}
+        at = 0
+        for slots in by_key.values():
+            for slot in slots:
+                scans[slot] = unpack_scans(answers[at] or None, now_s)
+                at += 1
+            bitmaps[slots[0].bits_key] = answers[at] or b""
+            at += 1
+        return scans, bitmaps
 
     async def invalidate_batch(self, batch_id: int, *, always_publish: bool = True) -> int:
         """Drop every cached document of the batch in Redis and tell every worker's local tier (only when Redis

@@ -142,9 +142,11 @@ ON CONFLICT (code) DO UPDATE SET count = greatest(s.count, excluded.count),
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 
+# The arrays come as text (PostgreSQL's array literals, resolver.scans): asyncpg encodes an array parameter element
+# by element in Python, which cost the flush of a package code as much as its scan.
 FLUSH_PACKAGE_SCANS = """
 INSERT INTO package_scans AS s (region_code, seq, count, first_at)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+SELECT * FROM unnest($1::text::text[], $2::text::bigint[], $3::text::bigint[], $4::text::timestamptz[])
 ON CONFLICT (region_code, seq) DO UPDATE SET count = greatest(s.count, excluded.count),
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """

@@ -27,7 +27,7 @@ from cache import keys
 from cache.keys import ScanSlot
 from cache.local import Entry, LocalTier, ScanState
 from cache.singleflight import SingleFlight
-from cache.store import DocumentCache, Fetched, Scans
+from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
 from resolver import pages
@@ -105,10 +105,15 @@ class Resolver:
         else:
             doc_key, slot = await self._place(code)
         entry = self._local.get(doc_key)
+        if entry is not None and known is None and self.counter.is_unscanned(slot):
+            return entry, self.counter.count(slot, doc_key, place, NO_SCANS)  # a first scan: no I/O either
         fetched = await self._cache.fetch(None if entry is not None else doc_key, slot)  # None without Redis
         if entry is None:
             entry = await self._entry(code, doc_key, fetched)
-        scans = fetched.scans if fetched is not None else None
+        scans = None
+        if fetched is not None:
+            scans = fetched.scans
+            self.counter.learn(slot.bits_key, fetched.scanned)
         if scans is None and self.counter.state(code) is None:  # Redis lost the code's counters, or is away
             scans = await self._postgres_call(self.counter.current(slot))
         return entry, self.counter.count(slot, doc_key, place, scans)

@@ -6,12 +6,17 @@ the totals of every worker), and every FLUSH_INTERVAL_S the totals of the codes 
 written to Postgres (never lowering what it has): `package_scans` for package codes, `scan_counts`
 for the others.
 
-Redis keeps a code's counters in a scan hash (cache.keys.ScanSlot): a package code's is a member of its
-block's hash, so a code never scanned costs nothing anywhere. A hash that Redis lost (restarted, evicted,
-expired) is made whole again from Postgres before anything is shown from it or added to it: the first scan
-of a block asks Postgres once (one index range scan for the whole block), and its other codes then need
-Redis alone. Without Redis, a code's counts come from Postgres, and its scans wait in the worker until
-Redis is back.
+Redis keeps a code's counters in a scan pair (cache.keys.ScanSlot): a package code's is a member of its
+block's hash and a bit of its bitmap, so a code never scanned costs nothing anywhere. A pair that Redis lost
+(restarted, evicted, expired) is made whole again from Postgres before anything is shown from it or added to
+it: the first scan of a block asks Postgres once (one index range scan for the whole block), and its other
+codes then need Redis alone. Without Redis, a code's counts come from Postgres, and its scans wait in the
+worker until Redis is back.
+
+The worker keeps copies of the bitmaps of the blocks it scans, read again at every sync: the first scan of a
+code whose bit is clear in a copy younger than SCANNED_BITS_FRESH_S is the code's first scan anywhere, bar
+another worker's scans since the copy was read, and is answered without asking Redis. That is the scan users
+make most (one package, one buyer).
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
 
 import asyncpg
 
@@ -26,7 +35,7 @@ from cache import keys
 from cache.batching import Batcher
 from cache.keys import SCAN_SYNC_INTERVAL_S, ScanSlot
 from cache.local import ScanState
-from cache.store import NO_SCANS, REDIS_ERRORS, DocumentCache, Scans
+from cache.store import NO_SCANS, REDIS_ERRORS, DocumentCache, Scans, is_scanned
 from resolver import queries
 from resolver.documents import CHINA_TZ
 
@@ -34,21 +43,30 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 2.0
 FLUSH_CHUNK = 1_000  # codes per Postgres statement
-MAX_STATES = 50_000  # counters kept per worker; idle ones are forgotten beyond this and read again from Redis
+# Counters kept per worker; beyond this the idle ones are forgotten and read again from Redis when scanned again.
+# Most codes are scanned once: keeping 50,000 of them cost a tenth of the first-scan rate (the collector's passes).
+MAX_STATES = 10_000
 LOOKUP_MAX_CODES = 256  # codes whose counts are asked of Postgres in one statement
+MAX_BITMAPS = 4_096  # copies of scan bitmaps kept per worker: 2 MB of package blocks
+MAX_BITMAPS_READ = 256  # bitmaps read again per sync: those of the blocks in use
 _POSTGRES_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class ScanCounter:
     """This worker's scan counters."""
 
-    __slots__ = ("_cache", "_lookups", "_pool", "_states", "_unflushed", "flushed", "rebuilt")
+    __slots__ = (
+        "_bitmaps", "_cache", "_lookups", "_pending", "_pool", "_states", "_unflushed", "_used", "flushed", "rebuilt",
+    )  # fmt: skip
 
     def __init__(self, pool: asyncpg.Pool, cache: DocumentCache) -> None:
         self._pool = pool
         self._cache = cache
         self._states: dict[str, ScanState] = {}
+        self._pending: dict[str, ScanState] = {}  # counted since the last sync, by code
         self._unflushed: dict[str, ScanState] = {}  # synced since the last flush, by code
+        self._bitmaps: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # bits_key -> (bitmap, read at)
+        self._used: set[str] = set()  # bitmaps that answered a scan since the last sync
         self._lookups: Batcher[ScanSlot, Scans] = Batcher(self._look_up, max_group=LOOKUP_MAX_CODES)
         self.flushed = 0
         self.rebuilt = 0  # scan hashes made whole again from Postgres by this worker
@@ -73,11 +91,31 @@ class ScanCounter:
             state.count, state.places = current.count, current.places
             state.first_at = state.first_at or current.first_at
         state.pending += 1
+        self._pending[slot.code] = state
         if state.first_at is None:
-            state.first_at = dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
+            state.first_at = _now_text()
         if len(state.pending_places) < keys.MAX_PLACES:
             state.pending_places.add(place)
         return state
+
+    def is_unscanned(self, slot: ScanSlot) -> bool:
+        """Whether `slot`'s code was never scanned, as far as this worker's copy of its bitmap says (one read
+        within SCANNED_BITS_FRESH_S); False when it does not know."""
+        copy = self._bitmaps.get(slot.bits_key)
+        if copy is None or time.monotonic() - copy[1] > keys.SCANNED_BITS_FRESH_S:
+            return False
+        self._used.add(slot.bits_key)
+        return not is_scanned(copy[0], slot.bit)
+
+    def learn(self, bits_key: str, bits: bytes | None) -> None:
+        """Keep a bitmap just read from Redis (None: the pair was lost)."""
+        if bits is None:
+            self._bitmaps.pop(bits_key, None)
+            return
+        self._bitmaps[bits_key] = (bits, time.monotonic())
+        self._bitmaps.move_to_end(bits_key)
+        if len(self._bitmaps) > MAX_BITMAPS:
+            self._bitmaps.popitem(last=False)
 
     async def current(self, slot: ScanSlot) -> Scans:
         """The code's totals when Redis has none to give: its scan hash is made whole again from Postgres (with the
@@ -88,30 +126,38 @@ class ScanCounter:
         if self._cache.is_available:
             members = await self._members(slots)
             try:
-                answers: dict[ScanSlot, Scans | BaseException] = dict(await self._cache.rebuild_scans(members, slots))
+                scans, bitmaps = await self._cache.rebuild_scans(members, slots)
             except REDIS_ERRORS:  # logged by the cache: answer from Postgres alone
                 pass
             else:
-                self.rebuilt += len({slot.key for slot in slots})
-                return answers
+                self.rebuilt += len(bitmaps)
+                for bits_key, bits in bitmaps.items():
+                    self.learn(bits_key, bits)
+                return dict(scans)
         counted = {slot: scans for slot, scans in await self._counted(slots)}
         return {slot: counted.get(slot, NO_SCANS) for slot in slots}
 
-    async def _members(self, slots: list[ScanSlot]) -> dict[str, list[tuple[str, Scans]]]:
-        """Every counted code of the slots' scan hashes, as members by hash: whole blocks of package codes."""
+    async def _members(self, slots: list[ScanSlot]) -> dict[str, tuple[bytes, list[tuple[str, Scans]]]]:
+        """Every counted code of the slots' scan pairs, by hash: the pair's bitmap and its members (whole blocks
+        of package codes)."""
         blocks = {(slot.region, slot.seq - slot.seq % keys.PACKAGE_SCAN_BLOCK) for slot in slots if slot.is_package}
-        members: dict[str, list[tuple[str, Scans]]] = {}
+        counted: list[tuple[ScanSlot, Scans]] = []
         if blocks:
             rows = await self._pool.fetch(
                 queries.PACKAGE_SCAN_BLOCKS, [region for region, _ in blocks], [first for _, first in blocks],
                 keys.PACKAGE_SCAN_BLOCK,
             )  # fmt: skip
-            for row in rows:
-                slot = keys.package_scan_slot("", row["region"], row["seq"])
-                members.setdefault(slot.key, []).append((slot.field, _scans(row)))
-        for slot, scans in await self._counted([slot for slot in slots if not slot.is_package]):
+            counted += [(keys.package_scan_slot("", row["region"], row["seq"]), _scans(row)) for row in rows]
+        counted += await self._counted([slot for slot in slots if not slot.is_package])
+        bitmaps: dict[str, bytearray] = {}
+        members: dict[str, list[tuple[str, Scans]]] = {}
+        for slot, scans in counted:
+            bits = bitmaps.setdefault(slot.key, bytearray())
+            if len(bits) <= slot.bit >> 3:
+                bits.extend(bytes((slot.bit >> 3) + 1 - len(bits)))
+            bits[slot.bit >> 3] |= 0x80 >> (slot.bit & 7)
             members.setdefault(slot.key, []).append((slot.field, scans))
-        return members
+        return {key: (bytes(bitmaps[key]), rows) for key, rows in members.items()}
 
     async def _counted(self, slots: list[ScanSlot]) -> list[tuple[ScanSlot, Scans]]:
         """The counts Postgres has of the slots' own codes (the slots without a row have none)."""
@@ -130,28 +176,43 @@ class ScanCounter:
         return counted
 
     async def sync(self) -> int:
-        """Add the pending scans to Redis; on failure they stay pending for the next try."""
+        """Add the pending scans to Redis, and read again the bitmaps of the blocks in use; on failure the scans
+        stay pending for the next try."""
         if not self._cache.is_available:  # Redis failed a moment ago: the scans wait, nothing is tried
             return 0
-        pending = [state for state in self._states.values() if state.pending]
-        if not pending:
+        pending, self._pending = list(self._pending.values()), {}
+        read = self._in_use(pending)
+        if not pending and not read:
             return 0
         try:
-            lost = await self._cache.add_scans(pending)
-            if lost:  # their hashes are made whole from Postgres first, then the scans added
+            lost, bitmaps = await self._cache.add_scans(pending, read)
+            if lost:  # their pairs are made whole from Postgres first, then the scans added
                 await self._look_up([state.slot for state in lost])
-                lost = await self._cache.add_scans(lost)
+                lost, _ = await self._cache.add_scans(lost)
         except REDIS_ERRORS:  # logged by the cache, which now skips Redis for a while
             return 0
         except _POSTGRES_FAILURES as exc:
-            logger.warning("scan hashes not rebuilt from postgres, scans stay pending: %r", exc)
+            logger.warning("scan pairs not rebuilt from postgres, scans stay pending: %r", exc)
             return 0
+        finally:
+            for state in pending:  # failed, lost, or counted again during the round trip
+                if state.pending:
+                    self._pending.setdefault(state.slot.code, state)
+        for bits_key, bits in bitmaps.items():
+            self.learn(bits_key, bits)
         lost_ids = {id(state) for state in lost}
         synced = [state for state in pending if id(state) not in lost_ids]
         self._unflushed.update((state.slot.code, state) for state in synced)
         if len(self._states) > MAX_STATES:
             self._states = {code: state for code, state in self._states.items() if state.pending}
         return len(synced)
+
+    def _in_use(self, pending: list[ScanState]) -> list[str]:
+        """The bitmaps to read again: those that answered a scan since the last sync, and those of the codes
+        about to be synced, where this worker keeps a copy."""
+        used, self._used = self._used, set()
+        used.update(state.slot.bits_key for state in pending)
+        return [bits_key for bits_key in used if bits_key in self._bitmaps][:MAX_BITMAPS_READ]
 
     async def flush(self) -> int:
         """Write the totals of the codes synced since the last flush to Postgres, as Redis gave them."""
@@ -175,8 +236,9 @@ class ScanCounter:
         others = [state for state in counted if not state.slot.is_package]
         if packages:
             await self._pool.execute(
-                queries.FLUSH_PACKAGE_SCANS, [s.slot.region for s in packages], [s.slot.seq for s in packages],
-                [s.count for s in packages], [_timestamp(s.first_at) for s in packages],
+                queries.FLUSH_PACKAGE_SCANS, _array(s.slot.region for s in packages),
+                _array(str(s.slot.seq) for s in packages), _array(str(s.count) for s in packages),
+                _array(s.first_at or "" for s in packages),
             )  # fmt: skip
         if others:
             await self._pool.execute(
@@ -203,9 +265,26 @@ class ScanCounter:
         await self.flush()
 
 
+_clock: list[Any] = [0, ""]  # the second and its ISO 8601 text (China time) last made
+
+
+def _now_text() -> str:
+    """Now as ISO 8601 to the second, China time; made once a second (a first scan asks for it)."""
+    now = time.time()
+    if int(now) != _clock[0]:
+        _clock[:] = [int(now), dt.datetime.fromtimestamp(int(now), CHINA_TZ).isoformat()]
+    text: str = _clock[1]
+    return text
+
+
 def _scans(row: asyncpg.Record) -> Scans:
     first_at: dt.datetime = row["first_at"]
     return Scans(row["count"], first_at.astimezone(CHINA_TZ).isoformat(timespec="seconds"))
+
+
+def _array(items: Iterable[str]) -> str:
+    """A PostgreSQL array literal of items that need no quoting (digits, ISO 8601 times)."""
+    return "{" + ",".join(items) + "}"
 
 
 def _timestamp(first_at: str | None) -> dt.datetime:

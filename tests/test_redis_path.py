@@ -70,10 +70,11 @@ def _slot(code: str) -> keys.ScanSlot:
 
 
 async def _counted(redis: aioredis.Redis, slot: keys.ScanSlot, count: int | None = None, *, at: str = AT) -> None:
-    """The scan hash of `slot` alive in Redis (as rebuilt from Postgres), with `count` scans of its code if any."""
-    await redis.hset(slot.key, keys.SCANS_ALIVE, "1")
+    """The scan pair of `slot` whole in Redis (as rebuilt from Postgres), with `count` scans of its code if any."""
+    await redis.set(slot.bits_key, b"")
     if count is not None:
         await redis.hset(slot.key, slot.field, f"{count} {at} 0 ")
+        await redis.setbit(slot.bits_key, slot.bit, 1)
 
 
 async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
@@ -91,9 +92,10 @@ async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
 
     assert fetched is not None and (fetched.document, fetched.batch_id) == (b'{"a":1}', 7)
     assert fetched.scans == Scans(5, AT, 0)
+    assert fetched.scanned == b"\x80"  # the code's bit set
     assert negative is not None and negative.document == keys.NEGATIVE and negative.scans is None
-    assert missing == store.Fetched(None, 0, None)  # no document, and its scan hash must be rebuilt
-    assert counters_only == store.Fetched(None, 0, Scans(0, None, 0))  # never scanned
+    assert missing == store.Fetched(None, 0, None, None)  # no document, and its scan pair must be rebuilt
+    assert counters_only == store.Fetched(None, 0, Scans(0, None, 0), b"")  # never scanned
     assert (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
 
 
@@ -143,7 +145,7 @@ async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(
         (b'{"n":%d}' % i, i + 1, Scans(i, AT, 0)) for i in range(20)
     ]
     assert fetched[20] is not None and fetched[20].document == keys.NEGATIVE
-    assert fetched[21] == store.Fetched(None, 0, None)
+    assert fetched[21] == store.Fetched(None, 0, None, None)
     assert again is not None and again.document == b'{"n":7}'
     assert (cache.hits, cache.misses, cache.errors) == (23, 1, 0)
 
@@ -201,7 +203,7 @@ async def test_an_error_reply_fails_its_fetch_like_a_failed_script(cache: Docume
 )  # fmt: skip
 def test_the_fetch_is_packed_as_plain_commands(doc_key: str | None, slot: keys.ScanSlot) -> None:
     commands: list[tuple[str, ...]] = [] if doc_key is None else [("GET", keys.document_key(doc_key))]
-    commands.append(("HMGET", slot.key, slot.field, keys.SCANS_ALIVE))
+    commands += [("HGET", slot.key, slot.field), ("GET", slot.bits_key)]
 
     assert store._fetch_commands(doc_key, slot) == b"".join(pack(command) for command in commands)
 
@@ -218,7 +220,7 @@ async def test_scripts_are_loaded_again_when_redis_forgot_them(cache: DocumentCa
 
     again = await cache.fetch("C1", _slot("C1"))
     state = _state("C1", 2, {"10.0.0.0/24"})
-    lost = await cache.add_scans([state])
+    lost, _ = await cache.add_scans([state])
 
     assert again is not None and cache.errors == 0 and lost == []
     assert (state.count, state.pending, state.places) == (2, 0, 1)
@@ -232,16 +234,17 @@ async def test_a_sync_of_many_codes_adds_every_one(
     for i in range(7):
         await _counted(redis, _slot(f"K{i}"), 10 if i == 0 else None, at=earlier)
     states = [_state(f"K{i}", i + 1, {f"10.0.{p}.0/24" for p in range(i)}) for i in range(7)]
-    states.append(_state("LOST", 1, set()))  # its scan hash is gone: nothing is added to it
+    states.append(_state("LOST", 1, set()))  # its scan pair is gone: nothing is added to it
 
-    lost = await cache.add_scans(states)
+    lost, bitmaps = await cache.add_scans(states, [_slot("K0").bits_key, _slot("LOST").bits_key])
 
     assert lost == [states[7]] and states[7].pending == 1 and not await redis.exists(_slot("LOST").key)
+    assert bitmaps == {_slot("K0").bits_key: b"\x80", _slot("LOST").bits_key: None}
     assert [s.count for s in states[:7]] == [11, 2, 3, 4, 5, 6, 7]
     assert [s.places for s in states[:7]] == [0, 1, 2, 3, 4, 5, 6]
     assert states[0].first_at == earlier and states[1].first_at == AT
     assert all(s.pending == 0 and not s.pending_places for s in states[:7])
-    assert await redis.ttl(_slot("K3").key) > 0
+    assert await redis.ttl(_slot("K3").key) > 0 and await redis.ttl(_slot("K3").bits_key) > 0
 
 
 async def test_a_code_counts_each_place_once_and_at_most_max_places(
@@ -257,17 +260,21 @@ async def test_a_code_counts_each_place_once_and_at_most_max_places(
     assert fetched is not None and fetched.scans == Scans(len(places) + 2, AT, keys.MAX_PLACES)
 
 
-async def test_a_lost_scan_hash_is_rebuilt_whole_once(cache: DocumentCache, redis: aioredis.Redis) -> None:
+async def test_a_lost_scan_pair_is_rebuilt_whole_once(cache: DocumentCache, redis: aioredis.Redis) -> None:
     slots = [keys.package_scan_slot(f"4-{seq}", "630121", seq) for seq in (5, 6, 7)]
-    members = {slots[0].key: [(slots[0].field, Scans(3, AT)), (slots[1].field, Scans(1, AT))]}
+    bits = b"\x06"  # bits 5 and 6
+    members = {slots[0].key: (bits, [(slots[0].field, Scans(3, AT)), (slots[1].field, Scans(1, AT))])}
+    await redis.hset(slots[0].key, "stale", "1")  # left of a pair whose bitmap was evicted: not kept
 
-    rebuilt = await cache.rebuild_scans(members, slots)
+    rebuilt, bitmaps = await cache.rebuild_scans(members, slots)
     await redis.hset(slots[0].key, slots[0].field, f"9 {AT} 0 ")  # counted on since
-    again = await cache.rebuild_scans({slots[0].key: [(slots[0].field, Scans(3, AT))]}, slots[:1])
+    again, _ = await cache.rebuild_scans({slots[0].key: (bits, [(slots[0].field, Scans(3, AT))])}, slots[:1])
 
     assert rebuilt == {slots[0]: Scans(3, AT), slots[1]: Scans(1, AT), slots[2]: Scans(0, None)}
+    assert bitmaps == {slots[0].bits_key: bits}
     assert again == {slots[0]: Scans(9, AT)}  # made once: the second rebuild changes nothing
-    assert await redis.hget(slots[0].key, keys.SCANS_ALIVE) == b"1" and await redis.ttl(slots[0].key) > 0
+    assert await redis.hget(slots[0].key, "stale") is None
+    assert await redis.ttl(slots[0].key) > 0 and await redis.ttl(slots[0].bits_key) > 0
 
 
 async def test_closing_the_redis_client_closes_the_hot_connection(redis_url: str) -> None:
