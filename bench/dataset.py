@@ -1,12 +1,16 @@
-"""The benchmark's own data: a fresh database with one producer, one batch and many package codes.
+"""The benchmark's own data: a fresh database with producers, batches and their package codes.
 
 `bench_dataset()` finds Postgres and Redis the way the product does (DATABASE_URL and REDIS_URL,
 else the usual local ports, else embedded servers it starts), creates a database of its own,
-migrates it, registers a producer and a batch through the Python API, and copies `code_count`
-package codes (type 4) of that batch straight into trace_codes, so that a cold run can ask for
-each code exactly once. Redis database BENCH_REDIS_DB is flushed before and after. The database
-is dropped at the end. `bench_database()` is the same without the seed: an empty, migrated database
-(the peak-day suite seeds its own through the API).
+migrates it, and seeds it through the product's own functions: batches with
+`resolver.registry.add_batch`, package codes (type 4) with `resolver.labels.issue_labels`, one labels
+request per batch as a print run would be (so the codes are stored however the product stores
+them: rows or ranges). It seeds the main batch with `code_count` package codes, and groups of
+further batches (`groups`: name -> the package codes of each batch, 0 for none), so that a phase
+can ask each of its codes exactly once. Nothing is ever inserted into the code tables here.
+Redis database BENCH_REDIS_DB is flushed before and after. The database is dropped at the end.
+`bench_database()` is the same without the seed: an empty, migrated database (the peak-day suite
+seeds its own through the API).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -27,17 +32,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from codegen.creditcode import ALPHABET, make_credit_code
-from codegen.format import CodeType, parse
+from codegen.format import parse
 from resolver import db, queries
 from resolver.bodies import BatchIn
 from resolver.documents import CHINA_TZ
 from resolver.embedded import ensure_services
 from resolver.issuer import CodeIssuer
+from resolver.labels import MAX_LABELS_PER_REQUEST, find_batch, issue_labels
 from resolver.registry import add_batch
 from resolver.settings import Settings
 from schema.migrate import migrate
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # The benchmark flushes this Redis database only (the tests use 9); give concurrent benchmarks different ones.
 BENCH_REDIS_DB = int(os.environ.get("TRACECODE_BENCH_REDIS_DB", "8"))
@@ -46,8 +54,19 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 PORT_PROBE_TIMEOUT_S = 0.5
 REGION = "630121"  # 大通回族土族自治县, Xining: the demo's yak county
 CODE_PARTITIONS = 16
-CODE_COLUMNS = ("code", "code_type", "batch_id", "created_at")
 PRODUCT_NAME = "大通牦牛肉"
+PRODUCER_NAME = "大通县高原牦牛养殖专业合作社（压测）"
+BATCHES_PER_PRODUCER = 100  # a cooperative's batches; the long form's 3-digit sequence wraps at 1,000
+SEED_CONCURRENCY = 4  # batches and labels requests seeded at once (3.5-5 ms a batch on 2 cores, CPU-bound)
+SEED_POOL_SIZE = SEED_CONCURRENCY + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SeededBatch:
+    """A production batch (type 1 code) and its package codes (type 4) in sequence order, none resolved yet."""
+
+    trace_code: str
+    package_codes: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +77,18 @@ class Dataset:
     redis_url: str
     database_name: str
     secret: str
-    batch_code: str  # the production batch code (type 1)
-    package_codes: list[str]  # type 4, none resolved yet
+    batch_code: str  # the main production batch code (type 1)
+    package_codes: list[str]  # the main batch's, type 4, in sequence order, none resolved yet
+    groups: Mapping[str, list[SeededBatch]] = field(default_factory=dict)  # further batches, by the name asked
 
     @property
     def warm_code(self) -> str:
-        """The package code that the warm phases ask for over and over (the cold phases never do)."""
+        """The package code that the warm phases ask for over and over (no other phase does)."""
         return self.package_codes[0]
 
     @property
-    def cold_codes(self) -> list[str]:
+    def hot_codes(self) -> list[str]:
+        """The main batch's other package codes."""
         return self.package_codes[1:]
 
     @property
@@ -129,30 +150,59 @@ def _batch_body(credit_code: str, today: dt.date) -> BatchIn:
     )
 
 
-async def _seed(pool: asyncpg.Pool, issuer: CodeIssuer, code_count: int) -> tuple[str, list[str]]:
-    """Register the producer and batch, copy `code_count` package codes of it; (batch code, package codes)."""
-    today = dt.datetime.now(CHINA_TZ).date()
+async def _add_producer(pool: asyncpg.Pool, today: dt.date) -> asyncpg.Record:
+    """A cooperative of REGION with a green-food certification; its PRODUCER_BY_CREDIT_CODE row."""
     credit_code = _random_credit_code()
-    name = "大通县高原牦牛养殖专业合作社（压测）"
-    await pool.execute(queries.INSERT_PRODUCER, credit_code, name, "cooperative", REGION, "0971-2721001")
+    await pool.execute(queries.INSERT_PRODUCER, credit_code, PRODUCER_NAME, "cooperative", REGION, "0971-2721001")
     producer = await pool.fetchrow(queries.PRODUCER_BY_CREDIT_CODE, credit_code)
     assert producer is not None
-    issued = await add_batch(pool, issuer, producer, _batch_body(credit_code, today))
     await pool.execute(
         queries.DEMO_CERTIFICATION, "green", f"LB-BENCH-{secrets.token_hex(4)}", producer["id"],
         today - dt.timedelta(days=200), today + dt.timedelta(days=900),
     )  # fmt: skip
-    codes = await issuer.issue(pool, CodeType.PACKAGE, REGION, code_count)
-    now = dt.datetime.now(CHINA_TZ)
-    async with pool.acquire() as conn:
-        await conn.copy_records_to_table(
-            "trace_codes",
-            records=((code, int(CodeType.PACKAGE), issued.batch_id, now) for code in codes),
-            columns=CODE_COLUMNS,
-        )
-        await conn.execute("ANALYZE trace_codes")
-    assert parse(codes[0]) == codes[0]
-    return issued.trace_code, codes
+    return producer
+
+
+async def _gather_bounded(jobs: Sequence[Awaitable[T]], limit: int) -> list[T]:
+    """The results of `jobs` in their order, at most `limit` of them running at once."""
+    gate = asyncio.Semaphore(limit)
+
+    async def bounded(job: Awaitable[T]) -> T:
+        async with gate:
+            return await job
+
+    return await asyncio.gather(*(bounded(job) for job in jobs))
+
+
+async def add_batches(pool: asyncpg.Pool, issuer: CodeIssuer, count: int) -> list[str]:
+    """Register `count` batches through resolver.registry.add_batch, BATCHES_PER_PRODUCER per cooperative;
+    their codes (type 1), in the order registered."""
+    today = dt.datetime.now(CHINA_TZ).date()
+    producers = [await _add_producer(pool, today) for _ in range(-(-count // BATCHES_PER_PRODUCER))]
+    owners = [producers[i // BATCHES_PER_PRODUCER] for i in range(count)]
+    jobs = [add_batch(pool, issuer, owner, _batch_body(owner["credit_code"], today)) for owner in owners]
+    return [issued.trace_code for issued in await _gather_bounded(jobs, SEED_CONCURRENCY)]
+
+
+async def issue_package_codes(pool: asyncpg.Pool, secret: bytes, batch_code: str, count: int) -> list[str]:
+    """`count` package codes of the batch `batch_code` through resolver.labels.issue_labels, in as few labels
+    requests as its limit allows (one for any print run up to MAX_LABELS_PER_REQUEST); the codes in sequence
+    order. No request for 0."""
+    issuer = CodeIssuer(secret)
+    batch = await find_batch(pool, batch_code)
+    codes: list[str] = []
+    for start in range(0, count, MAX_LABELS_PER_REQUEST):
+        issued = await issue_labels(pool, issuer, secret, batch, min(MAX_LABELS_PER_REQUEST, count - start))
+        codes.extend(issued.codes())
+    return codes
+
+
+async def seed_batches(pool: asyncpg.Pool, secret: bytes, label_runs: Sequence[int]) -> list[SeededBatch]:
+    """One batch for each of `label_runs`, with that many package codes (0: none); in the order of `label_runs`."""
+    trace_codes = await add_batches(pool, CodeIssuer(secret), len(label_runs))
+    jobs = [issue_package_codes(pool, secret, code, n) for code, n in zip(trace_codes, label_runs, strict=True)]
+    codes = await _gather_bounded(jobs, SEED_CONCURRENCY)
+    return [SeededBatch(code, package_codes) for code, package_codes in zip(trace_codes, codes, strict=True)]
 
 
 async def _flush(redis_url: str) -> None:
@@ -231,14 +281,25 @@ async def bench_database() -> AsyncIterator[BenchDatabase]:
 
 
 @asynccontextmanager
-async def bench_dataset(code_count: int) -> AsyncIterator[Dataset]:
-    """A migrated, seeded database of its own and a flushed Redis database, both removed afterwards."""
+async def bench_dataset(
+    code_count: int, *, groups: Mapping[str, Sequence[int]] | None = None
+) -> AsyncIterator[Dataset]:
+    """A migrated, seeded database of its own and a flushed Redis database, both removed afterwards.
+
+    The main batch gets `code_count` package codes; each group of `groups` (name -> package codes of each of its
+    batches) gets batches of its own, seeded after the main batch, group by group in the order given.
+    """
     secret = secrets.token_urlsafe(32)
     async with bench_database() as database:
-        pool = await db.create_pool(database.url, min_size=1, max_size=2)
+        pool = await db.create_pool(database.url, min_size=1, max_size=SEED_POOL_SIZE)
         try:
-            batch_code, codes = await _seed(pool, CodeIssuer(secret.encode()), code_count)
+            (main,) = await seed_batches(pool, secret.encode(), [code_count])
+            seeded = {name: await seed_batches(pool, secret.encode(), runs) for name, runs in (groups or {}).items()}
+            await pool.execute("ANALYZE")
         finally:
             await pool.close()
+        assert not main.package_codes or parse(main.package_codes[0]) == main.package_codes[0]
         await _flush(database.redis_url)
-        yield Dataset(database.url, database.redis_url, database.name, secret, batch_code, codes)
+        yield Dataset(
+            database.url, database.redis_url, database.name, secret, main.trace_code, main.package_codes, seeded
+        )

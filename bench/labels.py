@@ -1,30 +1,21 @@
-"""Package label issuance: codes into the partitioned table, and the streamed answer, with time and memory.
+"""Package label issuance: the labels request's commit and the streamed answer, with time and memory.
 
-    .venv/bin/python bench/labels.py [--codes 1000000] [--rounds 3] [--stream 10000000] [--chunk 250000]
+    .venv/bin/python bench/labels.py [--codes 1000000] [--rounds 3] [--stream 10000000]
 
-On a database of its own (bench/dataset.py, 16 code partitions) with one batch, each round issues `--codes`
-package codes in four ways, one after the other on the same growing table:
-
-    binary           resolver.labels.issue_labels: reserve, make the codes in a thread one part ahead, in code
-                     order (copyformat.ordered_part), encode with NumPy, one binary COPY into the parent table,
-                     the event, commit
-    part-sorted      the same with each part sorted on its own (every part walks all index pages again)
-    unsorted         the same in sequence order (primary-key inserts all over the B-trees)
-    records          asyncpg's copy_records_to_table from (code, type, batch, time) tuples, same transaction shape
-
+On a database of its own (bench/dataset.py) with one batch, each round issues `--codes` package codes through
+resolver.labels.issue_labels (reserve the range, store it with the commissioning event, commit; no row per code),
 then starts `tracecode serve` (one worker) and asks POST /api/v1/batches/{code}/labels for 1,000 codes (the
 server's first label request loads the compiled kernel), for `--codes` and for `--stream` codes, reading the CSV
 answer as it streams and throwing it away. For each: seconds to the answer's first byte (the codes are committed
 by then), seconds to its last byte, codes per second, and the peak RSS of the process doing the work (this one, or
-the server's processes) sampled every 10 ms, beside its RSS before.
+the server's processes) sampled every 10 ms, beside its RSS before. (Until the codes became ranges, the in-process
+part compared four ways of COPYing one row per code; `git log bench/labels.py` has them.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import os
 import secrets
 import shlex
@@ -32,24 +23,17 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import asyncpg
 import httpx
-import numpy as np
 from dataset import Dataset, bench_dataset
 from report import OUT_DIR, describe_machine, table
 from serverproc import ServerProcess
 
-from codegen import copyformat
-from codegen.format import CodeType
-from codegen.kernels import CodeBlock, block_to_strings, issue_block, warm
-from codegen.permute import derive_round_keys
+from codegen.kernels import warm
 from resolver import db, labels
-from resolver.documents import CHINA_TZ
 from resolver.issuer import CodeIssuer
 
 DEFAULT_CODES = 1_000_000
@@ -63,19 +47,13 @@ READ_CHUNK_BYTES = 1 << 20
 PUBLIC_URL = "https://trace.example.cn"
 _PROC = Path("/proc")
 _PAGE_KB = os.sysconf("SC_PAGESIZE") // 1024
-
-PartBlocks = Callable[[int, int], CodeBlock]
-
-
-class PartMaker(Protocol):
-    def __call__(self, block_of: PartBlocks, spans: Sequence[tuple[int, int]], part: int, parts: int) -> CodeBlock: ...
+IN_PROCESS_WAY = "issue_labels"
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     way: str
     codes: int
-    rows_before: int
     first_byte_s: float | None  # HTTP only: when the answer started, i.e. the codes were committed
     seconds: float
     rss_before_mb: float
@@ -133,74 +111,20 @@ class RssSampler:
         self._thread.join()
 
 
-def _sequence_part(block_of: PartBlocks, spans: Sequence[tuple[int, int]], part: int, parts: int) -> CodeBlock:
-    """The part-th slice of the codes in sequence order: what a COPY part holds without ordering."""
-    return np.concatenate([block_of(*span) for span in spans])[part::parts]
-
-
-def _sorted_part(block_of: PartBlocks, spans: Sequence[tuple[int, int]], part: int, parts: int) -> CodeBlock:
-    """A part sorted on its own, spanning all serials: each part walks every index page again."""
-    return copyformat.sort_block(_sequence_part(block_of, spans, part, parts))
-
-
-@contextlib.contextmanager
-def _parts_made_by(make: PartMaker) -> Iterator[None]:
-    """issue_labels with its ordered parts replaced by `make`, everything else the same (for comparison only)."""
-    ordered_part = copyformat.ordered_part
-    copyformat.ordered_part = make
-    try:
-        yield
-    finally:
-        copyformat.ordered_part = ordered_part
-
-
-async def _issue_records(pool: asyncpg.Pool, secret: bytes, batch: labels.LabelBatch, count: int) -> None:
-    """The rows of issue_labels through asyncpg's own binary encoder, from Python tuples, chunk by chunk."""
-    start = await CodeIssuer(secret).reserve(pool, CodeType.PACKAGE, batch.region, count)
-    keys = derive_round_keys(secret, CodeType.PACKAGE, batch.region)
-    now = dt.datetime.now(CHINA_TZ)
-    async with pool.acquire() as conn, conn.transaction():
-        for seq in range(start, start + count, labels.COPY_CHUNK_CODES):
-            n = min(labels.COPY_CHUNK_CODES, start + count - seq)
-            codes = block_to_strings(issue_block(CodeType.PACKAGE, batch.region, seq, n, keys))
-            await conn.copy_records_to_table(
-                "trace_codes",
-                records=[(code, int(CodeType.PACKAGE), batch.batch_id, now) for code in codes],
-                columns=copyformat.CODE_COLUMNS,
-                timeout=labels.COPY_TIMEOUT_BASE_S + n / labels.COPY_FLOOR_CODES_PER_S,
-            )
-
-
-async def _in_process(data: Dataset, codes: int, rounds: int, chunk: int, chosen: list[str]) -> list[Run]:
+async def _in_process(data: Dataset, codes: int, rounds: int) -> list[Run]:
     secret = data.secret.encode()
     issuer = CodeIssuer(secret)
     pool = await db.create_pool(data.database_url, min_size=1, max_size=2)
     runs: list[Run] = []
     try:
         batch = await labels.find_batch(pool, data.batch_code)
-
-        def issue() -> Awaitable[object]:
-            return labels.issue_labels(pool, issuer, secret, batch, codes, chunk_codes=chunk)
-
-        ways: dict[
-            str, tuple[Callable[[], Awaitable[object]], Callable[[], contextlib.AbstractContextManager[None]]]
-        ] = {
-            "binary": (issue, contextlib.nullcontext),
-            "part-sorted": (issue, lambda: _parts_made_by(_sorted_part)),
-            "unsorted": (issue, lambda: _parts_made_by(_sequence_part)),
-            "records": (lambda: _issue_records(pool, secret, batch, codes), contextlib.nullcontext),
-        }
         for _ in range(rounds):
-            for way, (run_way, variant) in ways.items():
-                if way not in chosen:
-                    continue
-                rows_before = await pool.fetchval("SELECT count(*) FROM trace_codes", timeout=60)
-                with RssSampler(lambda: [os.getpid()]) as rss, variant():
-                    started = time.perf_counter()
-                    await run_way()
-                    seconds = time.perf_counter() - started
-                runs.append(Run(way, codes, rows_before, None, seconds, rss.before_kb / 1024, rss.peak_kb / 1024))
-                print(f"  {_row(runs[-1])}", flush=True)
+            with RssSampler(lambda: [os.getpid()]) as rss:
+                started = time.perf_counter()
+                await labels.issue_labels(pool, issuer, secret, batch, codes)
+                seconds = time.perf_counter() - started
+            runs.append(Run(IN_PROCESS_WAY, codes, None, seconds, rss.before_kb / 1024, rss.peak_kb / 1024))
+            print(f"  {_row(runs[-1])}", flush=True)
     finally:
         await pool.close()
     return runs
@@ -218,51 +142,41 @@ async def _over_http(data: Dataset, counts: list[int], server: str) -> list[Run]
     )
     runs: list[Run] = []
     log_path = OUT_DIR / f"labels-server-{server}.log"
-    rows_pool = await db.create_pool(data.database_url, min_size=1, max_size=1)
-    try:
-        async with (
-            ServerProcess(server=server, workers=1, env=env, log_path=log_path) as process,
-            httpx.AsyncClient(base_url=process.url, timeout=HTTP_TIMEOUT_S) as client,
-        ):
-            group = process.group
-            assert group is not None
-            for count in counts:
-                rows_before = await rows_pool.fetchval("SELECT count(*) FROM trace_codes", timeout=120)
-                received = 0
-                first_byte_s = 0.0
-                with RssSampler(lambda: _group_pids(group)) as rss:
-                    started = time.perf_counter()
-                    async with client.stream(
-                        "POST",
-                        f"/api/v1/batches/{data.batch_code}/labels",
-                        json={"count": count},
-                        headers={"Authorization": f"Bearer {admin_token}"},
-                    ) as response:
-                        first_byte_s = time.perf_counter() - started
-                        if response.status_code != 201:
-                            raise RuntimeError(f"{response.status_code}: {(await response.aread())[:500]!r}")
-                        async for piece in response.aiter_raw(READ_CHUNK_BYTES):
-                            received += len(piece)
-                    seconds = time.perf_counter() - started
-                expected = labels.csv_length(count, labels.url_prefix(PUBLIC_URL).encode())
-                if received != expected:
-                    raise RuntimeError(f"answer of {received} bytes, expected {expected}")
-                run = Run(
-                    f"HTTP ({server})", count, rows_before, first_byte_s, seconds, rss.before_kb / 1024,
-                    rss.peak_kb / 1024,
-                )  # fmt: skip
-                runs.append(run)
-                print(f"  {_row(run)}", flush=True)
-    finally:
-        await rows_pool.close()
+    async with (
+        ServerProcess(server=server, workers=1, env=env, log_path=log_path) as process,
+        httpx.AsyncClient(base_url=process.url, timeout=HTTP_TIMEOUT_S) as client,
+    ):
+        group = process.group
+        assert group is not None
+        for count in counts:
+            received = 0
+            first_byte_s = 0.0
+            with RssSampler(lambda: _group_pids(group)) as rss:
+                started = time.perf_counter()
+                async with client.stream(
+                    "POST",
+                    f"/api/v1/batches/{data.batch_code}/labels",
+                    json={"count": count},
+                    headers={"Authorization": f"Bearer {admin_token}"},
+                ) as response:
+                    first_byte_s = time.perf_counter() - started
+                    if response.status_code != 201:
+                        raise RuntimeError(f"{response.status_code}: {(await response.aread())[:500]!r}")
+                    async for piece in response.aiter_raw(READ_CHUNK_BYTES):
+                        received += len(piece)
+                seconds = time.perf_counter() - started
+            expected = labels.csv_length(count, labels.url_prefix(PUBLIC_URL).encode())
+            if received != expected:
+                raise RuntimeError(f"answer of {received} bytes, expected {expected}")
+            run = Run(f"HTTP ({server})", count, first_byte_s, seconds, rss.before_kb / 1024, rss.peak_kb / 1024)
+            runs.append(run)
+            print(f"  {_row(run)}", flush=True)
     return runs
 
 
-WAYS = ("binary", "part-sorted", "unsorted", "records")
 HEADERS = (
     "way",
     "codes",
-    "rows before",
     "committed s",
     "seconds",
     "codes/s",
@@ -279,7 +193,7 @@ def _row(run: Run) -> str:
 def _cells(run: Run) -> list[str]:
     committed = "" if run.first_byte_s is None else f"{run.first_byte_s:.2f}"
     return [
-        run.way, f"{run.codes:,}", f"{run.rows_before:,}", committed, f"{run.seconds:.2f}",
+        run.way, f"{run.codes:,}", committed, f"{run.seconds:.2f}",
         f"{run.codes_per_s:,.0f}", f"{run.rss_before_mb:.0f}", f"{run.rss_peak_mb:.0f}",
         f"{run.rss_peak_mb - run.rss_before_mb:.0f}",
     ]  # fmt: skip
@@ -291,10 +205,8 @@ def _summary(runs: list[Run], codes: int) -> list[str]:
         if run.first_byte_s is None:
             by_way.setdefault(run.way, []).append(run.seconds)
     lines = []
-    ours = statistics.median(by_way.get("binary", [0.0]))
     for way, seconds in by_way.items():
-        median = statistics.median(seconds)
-        lines.append(f"{way}: median {median:.2f} s for {codes:,} codes ({median / ours:.2f}x binary)")
+        lines.append(f"{way}: median {statistics.median(seconds):.3f} s for {codes:,} codes (committed)")
     http = [r for r in runs if r.first_byte_s is not None and r.codes != WARMUP_CODES]
     if http:
         first = http[0]
@@ -322,22 +234,18 @@ async def _postgres_settings(url: str) -> str:
 async def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="package label issuance: time and memory")
     parser.add_argument("--codes", type=int, default=DEFAULT_CODES, help="codes per issuance (default 1,000,000)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds of the in-process comparison")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds of the in-process issuance")
     parser.add_argument(
         "--stream", type=int, default=DEFAULT_STREAM_CODES, help="codes of the big HTTP answer; 0: none"
     )
-    parser.add_argument("--chunk", type=int, default=labels.COPY_CHUNK_CODES, help="codes per COPY chunk")
     parser.add_argument("--server", choices=("granian", "uvicorn"), default="granian")
-    parser.add_argument(
-        "--ways", default=",".join(WAYS), help=f"in-process ways, comma-separated (default {','.join(WAYS)})"
-    )
     args = parser.parse_args(argv)
     warm()
     print(describe_machine())
     async with bench_dataset(1) as data:
         print(await _postgres_settings(data.database_url))
-        print(f"in process, {args.rounds} round(s), COPY chunks of {args.chunk:,} codes:")
-        runs = await _in_process(data, args.codes, args.rounds, args.chunk, args.ways.split(","))
+        print(f"in process, {args.rounds} round(s):")
+        runs = await _in_process(data, args.codes, args.rounds)
         print("over HTTP, the CSV answer streamed and discarded:")
         counts = [WARMUP_CODES, args.codes] + ([args.stream] if args.stream else [])
         runs += await _over_http(data, counts, args.server)

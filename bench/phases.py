@@ -9,7 +9,9 @@ With a store probe (bench/stores.py) it also counts the service's Redis commands
 Postgres transactions during the run; a phase that claims no store I/O per request (`idle_first`)
 is preceded by an idle interval of the same length, read the same way, which shows what the
 service does on its own (scan counters synced 4 times a second, flushed every 2 s, metrics
-published every 5 s) so that the rest can be put on the requests.
+published every 5 s) so that the rest can be put on the requests. A phase that `reads_memory` also
+reads what Redis holds (bench/stores.py RedisMemory) after its warm-up and after its run, each time
+once the service's scan sync has had MEMORY_SETTLE_S to add what came before.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cputime import CpuSnapshot, snapshot
 from dataset import PRODUCT_NAME, Dataset
 from loadgen import LoadGenerator, LoadResult
 from serverproc import get_status
-from stores import PG_REPORT_LAG_S, SETTLE_S, StoreIO, StoreProbe
+from stores import MEMORY_SETTLE_S, PG_REPORT_LAG_S, SETTLE_S, RedisGrowth, RedisMemory, StoreIO, StoreProbe
 
 PRIME_CONCURRENCY = 16
 
@@ -40,8 +42,9 @@ class Phase:
     expect: tuple[int, ...] = (200,)
     accept: str = ""
     warmup_paths: Sequence[str] | None = None  # None: the same as `paths`
-    is_unique: bool = False  # each path is meant to be asked once (a cold phase): say so when one is asked again
+    is_unique: bool = False  # the paths are meant to be walked once (fresh codes): say so when one is asked again
     idle_first: bool = False  # claims no store I/O per request: measure an idle interval of the same length first
+    reads_memory: bool = False  # read Redis's memory and keys after the warm-up and after the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class Measurement:
     redis: RedisCounters  # changes during the measured run (commands include the 2 of the probe)
     store: StoreIO | None = None  # the service's store I/O during the measured run (with a store probe)
     idle: StoreIO | None = None  # ... during an idle interval of the same length right before (idle_first phases)
+    memory: RedisGrowth | None = None  # Redis after the warm-up and after the run (reads_memory phases)
 
     @property
     def net_store(self) -> StoreIO | None:
@@ -140,6 +144,7 @@ class Measurement:
             "statuses": {str(status): n for status, n in sorted(load.statuses.items())},
             "store_io": self.store.to_json() if self.store is not None else None,
             "store_io_idle": self.idle.to_json() if self.idle is not None else None,
+            "redis_memory": self.memory.to_json() if self.memory is not None else None,
         }
 
 
@@ -177,6 +182,7 @@ class Runner:
                     url, warmup, connections=self.connections, duration_s=self.warmup_s,
                     expect=phase.expect, accept=phase.accept,
                 )  # fmt: skip
+            memory_before = await self._settled_memory() if phase.reads_memory else None
             store_before = await probe.read() if probe is not None else None
             redis_before = await redis_counters(self.redis)
             cpu_before = snapshot(group, self.database, self.redis_pid)
@@ -190,7 +196,13 @@ class Runner:
             if probe is not None and store_before is not None:
                 # All of the run's Postgres work: idle_first phases claim none per request, so wait for every report.
                 store = await probe.read(settle_s=PG_REPORT_LAG_S if phase.idle_first else SETTLE_S) - store_before
-        return Measurement(phase.name, phase.is_unique, load, cpu, redis, store, idle)
+            memory = RedisGrowth(memory_before, await self._settled_memory()) if memory_before is not None else None
+        return Measurement(phase.name, phase.is_unique, load, cpu, redis, store, idle, memory)
+
+    async def _settled_memory(self) -> RedisMemory:
+        """Redis's memory and keys once the scans of the load that just stopped are in it."""
+        await asyncio.sleep(MEMORY_SETTLE_S)
+        return await RedisMemory.read(self.redis)
 
 
 def median_measurement(runs: Sequence[Measurement]) -> Measurement:
@@ -204,7 +216,8 @@ def ceiling_phase() -> Phase:
 
 
 def warm_phase(data: Dataset) -> Phase:
-    """One code over and over: this worker's in-process tier answers, no store I/O per request."""
+    """One package code over and over (a shopper scanning the same label again): this worker's in-process tier
+    answers, no store I/O per request."""
     return Phase("warm", [f"/api/v1/codes/{data.warm_code}"], idle_first=True)
 
 
@@ -239,14 +252,28 @@ def malformed_phase(data: Dataset) -> Phase:
     return Phase("malformed", [f"/api/v1/codes/{data.malformed_code}"], expect=(400, 429), idle_first=True)
 
 
-def cold_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
-    """Each of `measured` asked once (none of them resolved before), after a warm-up on other codes."""
+def _code_paths(codes: Sequence[str]) -> list[str]:
+    return [f"/api/v1/codes/{code}" for code in codes]
+
+
+def first_scan_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
+    """The market-day consumer: package codes each scanned once, in the order given (bench/consumers.py), after
+    a warm-up on other package codes of the same batches; reads what Redis keeps per scanned code."""
     return Phase(
-        "cold",
-        [f"/api/v1/codes/{code}" for code in measured],
-        warmup_paths=[f"/api/v1/codes/{code}" for code in warmup],
-        is_unique=True,
+        "first-scan", _code_paths(measured), warmup_paths=_code_paths(warmup), is_unique=True, reads_memory=True
     )
+
+
+def mixed_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
+    """Market-day consumers of many batches: batch codes drawn by popularity and package codes each scanned
+    once, in the order given (bench/consumers.py), after a warm-up on the draws that come before."""
+    return Phase("mixed", _code_paths(measured), warmup_paths=_code_paths(warmup), is_unique=True)
+
+
+def cold_phase(measured: Sequence[str], warmup: Sequence[str]) -> Phase:
+    """Batch codes of batches nobody scanned before, each asked once: every answer is a batch document built
+    from Postgres (and stored there and in Redis); the warm-up asks other such batches."""
+    return Phase("cold", _code_paths(measured), warmup_paths=_code_paths(warmup), is_unique=True)
 
 
 async def prime(url: str, paths: Sequence[str]) -> None:
@@ -262,14 +289,16 @@ async def prime(url: str, paths: Sequence[str]) -> None:
     await asyncio.gather(*(ask(path) for path in paths))
 
 
-async def check_answers(url: str, data: Dataset) -> None:
-    """Before any load: each phase's request answers what the phase expects, and a Postgres resolve works."""
+async def check_answers(url: str, data: Dataset, codes: Sequence[str] = ()) -> None:
+    """Before any load: each phase's request answers what the phase expects, and a Postgres resolve works; each of
+    `codes` (say, one that a phase's paths end with, which it never reaches) answers its document."""
     expectations = [
         ("/livez", 200, b"ok"),
         (f"/api/v1/codes/{data.batch_code}", 200, data.batch_code.encode()),
         (f"/api/v1/codes/{data.warm_code}", 200, data.warm_code.encode()),
         (f"/t/{data.warm_code}", 200, PRODUCT_NAME.encode()),
         (f"/api/v1/codes/{data.malformed_code}", 400, b"bad_check_digits"),
+        *((f"/api/v1/codes/{code}", 200, code.encode()) for code in codes),
     ]
     for path, status, needle in expectations:
         got, body = await get_status(url, path)

@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from phases import Measurement, median_measurement
+from sizes import SizeStep
+from stores import MEMORY_SETTLE_S
 
 OUT_DIR = Path(__file__).with_name("out")  # gitignored
+KIB = 1 << 10
+MIB = 1 << 20
+TABLES_SHOWN = 5  # tables named in a store-size step's growth line, the largest growth first
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -156,3 +161,89 @@ def cpu_per_request_table(labelled: Sequence[tuple[str, Measurement]]) -> str:
         )  # fmt: skip
     headers = ["run", "req/s", "server", "postgres", "redis", "generator", "all four", "cores", "other cores"]
     return table(headers, rows)
+
+
+def _bytes_text(n: int) -> str:
+    """e.g. "12.52 MiB", "-416.0 KiB", "0 B"."""
+    if abs(n) >= MIB:
+        return f"{n / MIB:,.2f} MiB"
+    return f"{n / KIB:,.1f} KiB" if abs(n) >= KIB else f"{n:,} B"
+
+
+def _per_code_text(value: float, unit: str) -> str:
+    """Three significant digits or so: "123 B", "12.3 B", "0.41 B"."""
+    digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:,.{digits}f} {unit}"
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds:,.2f} s" if seconds >= 1 else f"{seconds * 1e3:,.1f} ms"
+
+
+def _growth_row(store: str, measured: str, codes: int, before: int, after: int, *, unit: str = "B") -> list[str]:
+    """A row of the store-size table: a reading before and after `codes` were issued or scanned, in `unit`
+    ("B": bytes, shown in KiB or MiB as they grow; anything else: a plain count)."""
+
+    def shown(n: int) -> str:
+        return _bytes_text(n) if unit == "B" else f"{n:,}"
+
+    per_code = _per_code_text((after - before) / codes, unit) if codes else "-"
+    return [store, measured, f"{codes:,}", shown(before), shown(after), shown(after - before), per_code]
+
+
+def _postgres_size_rows(steps: Sequence[SizeStep]) -> list[list[str]]:
+    return [
+        _growth_row(
+            "postgres", f"pg_database_size, {step.requests:,} x {step.codes_per_request:,} codes issued", step.codes,
+            step.before.total_bytes, step.after.total_bytes,
+        )
+        for step in steps
+    ]  # fmt: skip
+
+
+def _redis_size_rows(m: Measurement) -> list[list[str]]:
+    if m.memory is None:
+        return []
+    before, after, scanned = m.memory.before, m.memory.after, m.load.requests
+    what = f"{m.phase} (median round), codes scanned"
+    return [
+        _growth_row("redis", f"used_memory, {what}", scanned, before.used_bytes, after.used_bytes),
+        _growth_row(
+            "redis", f"used_memory less client buffers, {what}", scanned, before.stored_bytes, after.stored_bytes
+        ),
+        _growth_row("redis", f"keys (DBSIZE), {what}", scanned, before.keys, after.keys, unit="keys"),
+    ]
+
+
+def store_sizes_lines(steps: Sequence[SizeStep], scanned: Measurement | None, connections: int) -> list[str]:
+    """What issued package codes cost Postgres (`steps`, bench/sizes.py) and what the codes a phase scanned left
+    in Redis (`scanned`, a phase that reads memory): a table, then what grew and how long the requests took."""
+    rows = _postgres_size_rows(steps) + (_redis_size_rows(scanned) if scanned is not None else [])
+    if not rows:
+        return []
+    lines = [table(["store", "measured", "codes", "before", "after", "grew", "per code"], rows)]
+    for step in steps:
+        grown = ", ".join(
+            f"{name} +{_bytes_text(n)} ({_per_code_text(n / step.codes, 'B')}/code)"
+            for name, n in step.grown_tables()[:TABLES_SHOWN]
+        )
+        seconds = step.request_seconds
+        took = (
+            f"issue_labels of {step.codes_per_request:,} codes returned in {_seconds_text(seconds[0])} (committed; "
+            "the CSV answer streams after)"
+            if len(seconds) == 1
+            else f"{len(seconds):,} issue_labels calls of {step.codes_per_request:,} codes: median "
+            f"{_seconds_text(median(seconds))}, slowest {_seconds_text(max(seconds))}, {_seconds_text(sum(seconds))} "
+            "in all"
+        )
+        lines.append(f"  {step.requests:,} x {step.codes_per_request:,}: {took}")
+        lines.append(f"    grew: {grown or 'nothing'}")
+        if not (step.before.is_checkpointed and step.after.is_checkpointed):
+            lines.append("    (CHECKPOINT refused: sizes read without one)")
+    if scanned is not None and scanned.memory is not None:
+        lines.append(
+            f"  redis: read {MEMORY_SETTLE_S:g} s after {scanned.phase}'s warm-up and after its run; codes scanned = "
+            f"the run's answers (up to {connections} more were in flight at its end); client buffers "
+            "(mem_clients_normal) come and go with the load"
+        )
+    return lines

@@ -8,6 +8,9 @@ a redis-server of the benchmark's own on a free port (nothing saved to disk), so
 it counts came from the service under test, apart from the probe's own INFO and DBSIZE, which are
 left out by name.
 
+`RedisMemory` reads what the server holds (INFO memory's used_memory, the clients' buffers in it, and
+DBSIZE of the service's database), so that two readings around a run give Redis's bytes per code.
+
 Postgres publishes a backend's counters late: when the backend goes idle, at most once a second,
 and a backend that goes idle within a second of its last report reports again only after 10 s
 (PGSTAT_IDLE_INTERVAL). So Postgres is read PG_REPORT_LAG_S after the work it should count has
@@ -32,6 +35,7 @@ from serverproc import HOST, ServerProcess, free_port, get_status
 SETTLE_S = 1.2  # a busy Postgres backend reports its counters at least once a second
 PG_REPORT_LAG_S = 11.0  # ... and one that went idle right after a report, 10 s later
 PROBE_COMMANDS = frozenset({"info", "dbsize"})  # what reading the counters sends; never sent by the service
+MEMORY_SETTLE_S = 1.0  # the service adds its scans to Redis 4 times a second: all of a run's are in after this
 REDIS_START_TIMEOUT_S = 10.0
 REDIS_STOP_TIMEOUT_S = 5.0
 _PG_COUNTERS = """
@@ -75,6 +79,49 @@ class StoreIO:
             "postgres_rows": self.postgres_rows,
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RedisMemory:
+    """What Redis holds at one moment: the server's memory (INFO memory) and the keys of one database."""
+
+    used_bytes: int  # used_memory: everything Redis allocated, data and overhead
+    clients_bytes: int  # mem_clients_normal: the clients' query and output buffers, which come and go with load
+    dataset_bytes: int  # used_memory_dataset: used_memory less the server's overhead (clients, key tables, ...)
+    keys: int  # DBSIZE of the database read
+
+    @classmethod
+    async def read(cls, client: aioredis.Redis) -> RedisMemory:
+        """INFO memory of `client`'s server and DBSIZE of its database."""
+        memory: dict[str, Any] = await client.info("memory")
+        keys: int = await client.dbsize()
+        return cls(
+            int(memory["used_memory"]), int(memory["mem_clients_normal"]), int(memory["used_memory_dataset"]), keys
+        )
+
+    @property
+    def stored_bytes(self) -> int:
+        """used_memory less the clients' buffers: what the data costs, keys and their tables included."""
+        return self.used_bytes - self.clients_bytes
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "used_memory": self.used_bytes,
+            "mem_clients_normal": self.clients_bytes,
+            "used_memory_dataset": self.dataset_bytes,
+            "keys": self.keys,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RedisGrowth:
+    """Redis before a run and after it (MEMORY_SETTLE_S after the last answer): what the run left there."""
+
+    before: RedisMemory
+    after: RedisMemory
+
+    def to_json(self) -> dict[str, Any]:
+        return {"before": self.before.to_json(), "after": self.after.to_json()}
 
 
 @dataclass(slots=True)
