@@ -148,8 +148,8 @@ NO_SCANS = Scans(0, None)
 class Fetched:
     document: bytes | None  # a document, keys.NEGATIVE, or None: not asked for, or not in Redis
     batch_id: int  # 0 without a document
-    scans: Scans | None  # Redis's counters of the code as they stand; None: its scan pair was lost (rebuild it)
-    scanned: bytes | None  # the bitmap of the code's scan pair (keys.ScanSlot), None when lost
+    scans: Scans | None  # Redis's counters of the code as they stand; None: not asked, or its pair was lost
+    scanned: bytes | None  # the bitmap of the code's scan pair (keys.ScanSlot); None: not asked, or lost
 
 
 def is_scanned(bits: bytes, bit: int) -> bool:
@@ -309,14 +309,16 @@ _GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
 _HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
 
 
-def _fetch_commands(doc_key: str | None, slot: keys.ScanSlot) -> bytes:
+def _fetch_commands(doc_key: str | None, slot: keys.ScanSlot | None) -> bytes:
     """The commands of a fetch in RESP, as hiredis.pack_command would pack them one by one."""
-    key, field, bits = slot.key.encode(), slot.field.encode(), slot.bits_key.encode()
-    scans = _HGET % (len(key), key, len(field), field) + _GET % (len(bits), bits)
-    if doc_key is None:
-        return scans
-    document = keys.document_key(doc_key).encode()
-    return _GET % (len(document), document) + scans
+    commands = b""
+    if doc_key is not None:
+        document = keys.document_key(doc_key).encode()
+        commands = _GET % (len(document), document)
+    if slot is not None:
+        key, field, bits = slot.key.encode(), slot.field.encode(), slot.bits_key.encode()
+        commands += _HGET % (len(key), key, len(field), field) + _GET % (len(bits), bits)
+    return commands
 
 
 class DocumentCache:
@@ -346,22 +348,25 @@ class DocumentCache:
     def is_available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    async def fetch(self, doc_key: str | None, slot: keys.ScanSlot) -> Fetched | None:
-        """The cached document of `doc_key` (unless None) and the scan counters of `slot`, in one round trip; None
-        without Redis. The fetches of one turn of the event loop share that round trip; when it fails, each fails."""
+    async def fetch(self, doc_key: str | None, slot: keys.ScanSlot | None) -> Fetched | None:
+        """The cached document of `doc_key` and the scan counters of `slot` (each unless None), in one round trip;
+        None without Redis. The fetches of one turn of the event loop share that round trip; when it fails, each
+        fails."""
         if not self.is_available:
             return None
         try:
             if self._hot is not None:
-                count = 2 + (doc_key is not None)
+                count = (doc_key is not None) + 2 * (slot is not None)
                 replies = _raise_error_reply(await self._hot.send(_fetch_commands(doc_key, slot), count))
             else:
                 replies = await self._fetch_by_redis_py(doc_key, slot)
         except REDIS_ERRORS as exc:
             self._failed("fetch", exc)
             return None
-        member, scanned = replies[-2:]
-        scans = unpack_scans(member, time.time()) if scanned is not None else None
+        scans, scanned = None, None
+        if slot is not None:
+            member, scanned = replies[-2:]
+            scans = unpack_scans(member, time.time()) if scanned is not None else None
         document = replies[0] if doc_key is not None else None
         if document is None:
             self.misses += doc_key is not None
@@ -372,12 +377,13 @@ class DocumentCache:
         batch_id, _, document = document.partition(b"\n")
         return Fetched(document, int(batch_id), scans, scanned)
 
-    async def _fetch_by_redis_py(self, doc_key: str | None, slot: keys.ScanSlot) -> list[Any]:
+    async def _fetch_by_redis_py(self, doc_key: str | None, slot: keys.ScanSlot | None) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             if doc_key is not None:
                 pipe.get(keys.document_key(doc_key))
-            pipe.hget(slot.key, slot.field)
-            pipe.get(slot.bits_key)
+            if slot is not None:
+                pipe.hget(slot.key, slot.field)
+                pipe.get(slot.bits_key)
             replies: list[Any] = await pipe.execute()
         return replies
 

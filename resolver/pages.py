@@ -90,9 +90,13 @@ def page_parts(document: dict[str, Any]) -> tuple[bytes | int, ...]:
 
 
 def fill(parts: tuple[bytes | int, ...], code: str, code_type: CodeType, scans: Scans) -> bytes:
-    """The page of `code` from its document's `page_parts`, with this request's scan statistics."""
-    values = (with_scans(SCANS_MARKER, scans).encode(), str(markupsafe.escape(code)).encode(), code_type.label.encode())
+    """The page of `code` (a canonical code: digits, or the long form's letters, digits and dots, nothing to
+    escape) from its document's `page_parts`, with this request's scan statistics."""
+    values = (with_scans(SCANS_MARKER, scans).encode(), code.encode(), _TYPE_LABELS[code_type])
     return b"".join(part if isinstance(part, bytes) else values[part] for part in parts)
+
+
+_TYPE_LABELS = {code_type: code_type.label.encode() for code_type in CodeType}
 
 
 def render_problem(problem: Problem) -> str:

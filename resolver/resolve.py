@@ -97,15 +97,14 @@ class Resolver:
         """The cached entry of a canonical code's document and its scans with this one counted; Problem 404 if
         never issued, 503 if Postgres is needed and away."""
         known = self.counter.state(code)
-        if known is not None:
+        if known is not None:  # scanned here before: its counter is here, its document maybe
             entry = self._local.get(known.doc_key)
-            if entry is not None:
-                return entry, self.counter.count(known.slot, known.doc_key, place)  # warm: no I/O
-            doc_key, slot = known.doc_key, known.slot
-        else:
-            doc_key, slot = await self._place(code)
+            if entry is None:
+                entry = await self._entry(code, known.doc_key, await self._cache.fetch(known.doc_key, None))
+            return entry, self.counter.count(known.slot, known.doc_key, place)
+        doc_key, slot = await self._place(code)
         entry = self._local.get(doc_key)
-        if entry is not None and known is None and self.counter.is_unscanned(slot):
+        if entry is not None and self.counter.is_unscanned(slot):
             return entry, self.counter.count(slot, doc_key, place, NO_SCANS)  # a first scan: no I/O either
         fetched = await self._cache.fetch(None if entry is not None else doc_key, slot)  # None without Redis
         if entry is None:
