@@ -38,7 +38,8 @@ REINVALIDATE_AFTER_S = 1.0  # a second invalidation catches a load that read Pos
 
 
 def document_key(code: str) -> str:
-    """code -> b"{batch id}\n" + the resolved JSON document without its scan statistics, or NEGATIVE."""
+    """document key (a code; a package code's is its batch code) -> b"{batch id} {version}\n" + the JSON document
+    without its code's members, or NEGATIVE."""
     return f"{KEY_PREFIX}doc:{{{code}}}"
 
 

@@ -3,9 +3,11 @@
 Documents are kept by document key: a package code's is its batch code (every package code of a batch
 answers the batch's document with its own code put in), any other code's is the code itself. Documents
 are dropped on the invalidation messages that every change publishes (see
-`cache.store.DocumentCache.invalidate_batch`), and after LOCAL_TTL_S in any case. While this
-worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because
-it could miss a message: every scan then goes to Redis.
+`cache.store.DocumentCache.invalidate_batch`), on the changes this worker reads from Postgres twice a
+second whatever Redis does (resolver.changes: they also say each batch's version, and a copy older than
+that is not kept or served, from here or from Redis), and after LOCAL_TTL_S in any case. While this
+worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because it could
+miss a message: every scan then goes to Redis.
 
 Scans are counted here and added to Redis's counters by `DocumentCache.sync_scans` a few times a
 second, so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
@@ -55,6 +57,7 @@ class Entry:
 
     document: bytes
     batch_id: int
+    version: int  # the batch's version the document shows
     expires_at: float
     members: bytes = field(init=False)  # the document's members, without the braces
     page: tuple[bytes | int, ...] | None = None  # the consumer page, encoded, with holes (see resolver.pages)
@@ -64,14 +67,16 @@ class Entry:
 
 
 class LocalTier:
-    """Documents by code, least recently used dropped first, with an index by batch for invalidation."""
+    """Documents by code, least recently used dropped first, with an index by batch for invalidation, and the
+    newest version of each recently changed batch that this worker has heard of."""
 
-    __slots__ = ("_batches", "_capacity", "_entries", "hits", "is_enabled", "misses")
+    __slots__ = ("_batches", "_capacity", "_entries", "_versions", "hits", "is_enabled", "misses")
 
     def __init__(self, capacity: int = LOCAL_CAPACITY) -> None:
         self._capacity = capacity
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._batches: dict[int, set[str]] = {}
+        self._versions: dict[int, int] = {}  # batch -> its newest version heard of (recently changed ones only)
         self.is_enabled = False
         self.hits = 0
         self.misses = 0
@@ -95,9 +100,24 @@ class LocalTier:
         self.hits += 1
         return entry
 
-    def put(self, code: str, document: bytes, batch_id: int) -> Entry:
-        entry = Entry(document, batch_id, time.monotonic() + LOCAL_TTL_S)
-        if not self.is_enabled or self._capacity == 0:
+    def is_current(self, batch_id: int, version: int) -> bool:
+        """Whether a document showing `version` of the batch is as new as any version this worker heard of."""
+        return version >= self._versions.get(batch_id, 0)
+
+    def changed(self, batch_id: int, version: int) -> None:
+        """The batch is at `version` now: its older documents go, and no older one is kept again."""
+        if version > self._versions.get(batch_id, 0):
+            self._versions[batch_id] = version
+            self.drop_batch(batch_id)
+
+    def forget_versions(self, batch_ids: list[int]) -> None:
+        """Stop remembering these batches' versions (changed longer ago than any cached copy lives)."""
+        for batch_id in batch_ids:
+            self._versions.pop(batch_id, None)
+
+    def put(self, code: str, document: bytes, batch_id: int, version: int) -> Entry:
+        entry = Entry(document, batch_id, version, time.monotonic() + LOCAL_TTL_S)
+        if not self.is_enabled or self._capacity == 0 or not self.is_current(batch_id, version):
             return entry
         self._entries[code] = entry
         self._entries.move_to_end(code)

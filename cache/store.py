@@ -148,6 +148,7 @@ NO_SCANS = Scans(0, None)
 class Fetched:
     document: bytes | None  # a document, keys.NEGATIVE, or None: not asked for, or not in Redis
     batch_id: int  # 0 without a document
+    version: int  # the batch's version the document shows (0 without one)
     scans: Scans | None  # Redis's counters of the code as they stand; None: not asked, or its pair was lost
     scanned: bytes | None  # the bitmap of the code's scan pair (keys.ScanSlot); None: not asked, or lost
 
@@ -370,12 +371,13 @@ class DocumentCache:
         document = replies[0] if doc_key is not None else None
         if document is None:
             self.misses += doc_key is not None
-            return Fetched(None, 0, scans, scanned)
+            return Fetched(None, 0, 0, scans, scanned)
         self.hits += 1
         if document == keys.NEGATIVE:
-            return Fetched(keys.NEGATIVE, 0, scans, scanned)
-        batch_id, _, document = document.partition(b"\n")
-        return Fetched(document, int(batch_id), scans, scanned)
+            return Fetched(keys.NEGATIVE, 0, 0, scans, scanned)
+        head, _, document = document.partition(b"\n")
+        batch_id, _, version = head.partition(b" ")
+        return Fetched(document, int(batch_id), int(version or 0), scans, scanned)
 
     async def _fetch_by_redis_py(self, doc_key: str | None, slot: keys.ScanSlot | None) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -387,14 +389,16 @@ class DocumentCache:
             replies: list[Any] = await pipe.execute()
         return replies
 
-    async def fill(self, doc_key: str, document: bytes, *, batch_id: int, ttl_s: int) -> None:
-        """Cache `document` under `doc_key`, registered under its batch (whose changes drop it)."""
+    async def fill(self, doc_key: str, document: bytes, *, batch_id: int, version: int, ttl_s: int) -> None:
+        """Cache `document` under `doc_key`, registered under its batch (whose changes drop it), with the batch's
+        version it shows."""
         if not self.is_available:
             return
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                # The batch id rides in front of the document: a worker's local tier indexes it for invalidation.
-                pipe.set(keys.document_key(doc_key), b"%d\n%s" % (batch_id, document), ex=ttl_s)
+                # The batch id and version ride in front of the document: a worker's local tier indexes it for
+                # invalidation, and no worker serves a copy older than the version it knows (resolver.changes).
+                pipe.set(keys.document_key(doc_key), b"%d %d\n%s" % (batch_id, version, document), ex=ttl_s)
                 pipe.sadd(keys.batch_codes_key(batch_id), doc_key)
                 pipe.expire(keys.batch_codes_key(batch_id), keys.SCANS_TTL_S)
                 await pipe.execute()

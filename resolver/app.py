@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -39,6 +39,7 @@ from resolver import (
     registry,
     resolve,
 )
+from resolver.changes import ChangeFeed
 from resolver.issuer import CodeIssuer
 from resolver.ranges import IssuedRanges
 from resolver.ratelimit import Limiter
@@ -64,16 +65,25 @@ async def livez(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: ok when Postgres and Redis both answer, degraded when either does not."""
+    """GET /healthz: ok when Postgres and Redis both answer within HEALTH_TIMEOUT_S, degraded when either does not
+    (asked at once, so that the answer comes within HEALTH_TIMEOUT_S whatever either does)."""
     state = request.app.state
-    postgres = "ok"
+    postgres, redis_state = await asyncio.gather(
+        _answers_within(state.pool.fetchval("SELECT 1", timeout=HEALTH_TIMEOUT_S)),
+        _answers_within(state.cache.ping()),
+    )
+    status = "ok" if postgres and redis_state else "degraded"
+    return ORJSONResponse(
+        {"status": status, "postgres": "ok" if postgres else "down", "redis": "ok" if redis_state else "down"}
+    )
+
+
+async def _answers_within(check: Awaitable[object]) -> bool:
+    """Whether `check` answered, and truly (a ping's False is no answer), within HEALTH_TIMEOUT_S."""
     try:
-        await state.pool.fetchval("SELECT 1", timeout=HEALTH_TIMEOUT_S)
+        return await db.within(check, HEALTH_TIMEOUT_S) is not False
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        postgres = "down"
-    redis_state = "ok" if await state.cache.ping() else "down"
-    status = "ok" if postgres == redis_state == "ok" else "degraded"
-    return ORJSONResponse({"status": status, "postgres": postgres, "redis": redis_state})
+        return False
 
 
 async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
@@ -144,6 +154,12 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         background.spawn(asyncio.to_thread(kernels.warm))  # the first labels or package scan need not load the kernels
         background.spawn(_keep_event_partitions(pool))
         background.spawn(_forget_expired_documents(pool))
+        changes = ChangeFeed(pool, local)
+        try:  # before the first answer: a change Redis missed within the last hour must not be served
+            await changes.poll()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            logger.warning("changes not read from postgres at start-up: %r", exc)
+        background.spawn(changes.run())
         background.spawn(counter.run())
         background.spawn(metrics.publish(app.state.metrics, redis, app.state))
         if settings.local_cache_size:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from cache.keys import KEY_PREFIX
 from cache.store import db_channel, follow_ids
 from resolver import queries
+from resolver.db import within_request_wait
 from resolver.problems import Problem
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ async def authenticate(request: Request) -> Principal:
     if principal is not None:
         return principal
     generation = cache.generation
-    row = await request.app.state.pool.fetchrow(queries.TOKEN_BY_HASH, token_hash)
+    row = await within_request_wait(request.app.state.pool.fetchrow(queries.TOKEN_BY_HASH, token_hash))
     if row is None:
         raise Problem(401, "unauthorized", "未认证", "令牌无效或已撤销", headers={"WWW-Authenticate": "Bearer"})
     principal = Principal(row["role"], row["scope"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -18,6 +18,9 @@ CONNECT_ATTEMPTS = 20
 CONNECT_RETRY_DELAY_S = 0.5
 CONNECT_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 10.0
+# What a request waits for Postgres, connection included, before it answers 503 with Retry-After: a Postgres that
+# hangs (frozen, partitioned) rather than refusing would otherwise hold a scan for COMMAND_TIMEOUT_S or more.
+REQUEST_WAIT_S = 3.0
 
 T = TypeVar("T")
 
@@ -35,6 +38,40 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Released connections skip asyncpg's reset query (a round trip on every release): tracecode never leaves
     session state behind (no SET, LISTEN, cursors or advisory locks outside a transaction on pooled
     connections), and an open transaction is still rolled back by asyncpg before this is called."""
+
+
+_abandoned: set[asyncio.Future[Any]] = set()  # calls given up on, referenced until their clean-up ends
+
+
+async def within(call: Awaitable[T], timeout_s: float) -> T:
+    """`await call`, given up after `timeout_s` with TimeoutError, at once.
+
+    Unlike asyncio.wait_for, which waits for the cancelled call to finish: cancelling a query on a Postgres that
+    hangs waits for asyncpg's cancel request, which hangs too (a 1 s health check took 11 s). The call is
+    cancelled and left to finish its clean-up on its own."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        _abandoned.add(task)
+        task.add_done_callback(_forget)
+        raise TimeoutError(f"no answer within {timeout_s} s")
+    return task.result()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an error nobody waits for is not logged as lost
+
+
+async def within_request_wait(call: Awaitable[T]) -> T:
+    """`await call`, given up after REQUEST_WAIT_S with TimeoutError (which the app answers as 503)."""
+    return await within(call, REQUEST_WAIT_S)
 
 
 async def _retrying(what: str, open_: Callable[[], Awaitable[T]]) -> T:

@@ -47,6 +47,7 @@ from resolver.bodies import (
     check_category,
     read_json,
 )
+from resolver.db import within_request_wait
 from resolver.documents import china_today
 from resolver.issuer import CodeIssuer
 from resolver.problems import Problem, invalid
@@ -401,18 +402,24 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     except MalformedCode:
         # Decided without I/O, and the same input always gets the same answer: nothing to record.
         return _MALFORMED_ANSWER
-    try:
+    package_seq = state.ranges.seq_of(code) if type_of(code) is CodeType.PACKAGE else None
+
+    async def record() -> asyncpg.Record:
         voucher = await voucher_supply(state).one(await _market_region(state, market_id))
+        return await group_commit(state).decide(
+            PendingScan(
+                market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher,
+                package_seq,
+            )
+        )  # fmt: skip
+
+    try:
+        # Bounded: a Postgres that hangs gets a 503 within REQUEST_WAIT_S. A scan given up on may still be
+        # recorded when Postgres answers; its retry with the same key is then answered as a replay.
+        row = await within_request_wait(record())
     except POSTGRES_ERRORS as exc:
         logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
         raise store_unavailable() from exc
-    package_seq = state.ranges.seq_of(code) if type_of(code) is CodeType.PACKAGE else None
-    row = await group_commit(state).decide(
-        PendingScan(
-            market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher,
-            package_seq,
-        )
-    )  # fmt: skip
     if row["is_conflict"]:
         raise _key_reused()
     reasons = row["reasons"]

@@ -64,7 +64,7 @@ SELECT {_DOCUMENT_COLUMNS.format(entry="NULL::bigint", trade="NULL::bigint")}
 # still current (its batch's version, not past valid_until, the same build).
 # LATERAL: index probes per code, whatever the generic plan guesses of the array's length.
 STORED_DOCUMENTS = """
-SELECT u.code, d.batch_id, d.valid_until, d.body
+SELECT u.code, d.batch_id, d.version, d.valid_until, d.body
   FROM unnest($1::text[]) AS u(code)
   JOIN LATERAL (SELECT d.batch_id, d.version, d.valid_until, d.body FROM code_documents d
                  WHERE d.code = u.code AND d.build = $2 AND d.valid_until > now()) d ON true
@@ -81,6 +81,18 @@ ON CONFLICT (code) DO UPDATE SET batch_id = excluded.batch_id, version = exclude
 """
 
 FORGET_EXPIRED_DOCUMENTS = "DELETE FROM code_documents WHERE valid_until < now()"
+
+# The batches whose documents changed in transactions from $1 on (schema/migrations/0010_version_changes.sql),
+# each with the next poll's watermark: the oldest transaction still running now (one row with no batch when nothing
+# changed). A worker's first poll reads the changes of the last $1 seconds instead (no cached copy is older).
+# Marked as background work: the tests' query logs leave it out.
+_CHANGES = """/* tracecode: background */
+SELECT h.horizon, v.batch_id, v.version
+  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon) h
+  LEFT JOIN document_versions v ON {}
+"""
+CHANGES_FROM = _CHANGES.format("v.changed_xid >= $1")
+CHANGES_WITHIN = _CHANGES.format("v.changed_at > now() - make_interval(secs => $1)")
 
 RESERVE_SEQUENCE = """
 INSERT INTO code_sequences AS s (code_type, region_code, next_seq) VALUES ($1, $2, $3)

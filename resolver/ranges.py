@@ -59,7 +59,7 @@ class _RegionRanges:
 
 
 class IssuedRanges:
-    """`await ranges.locate(code)`: from memory, else from Postgres."""
+    """`ranges.find(code)` from memory; `await ranges.locate(code)` from memory, else from Postgres."""
 
     __slots__ = ("_keys", "_pool", "_probes", "_regions", "probed")
 
@@ -85,13 +85,22 @@ class IssuedRanges:
         """The sequence number of a canonical package code, issued or not."""
         return unpermute_one(serial_of(code), self._keys(region_of(code)))
 
+    def find(self, code: str) -> Located | None:
+        """Where a canonical package code belongs, if this worker knows its range."""
+        region = region_of(code)
+        known = self._regions.get(region)
+        if known is None:
+            return None
+        seq = self.seq_of(code)
+        batch_code = known.find(seq)
+        return Located(region, seq, batch_code) if batch_code is not None else None
+
     async def locate(self, code: str) -> Located | None:
         """Where a canonical package code belongs; None if it was never issued. Raises Postgres's errors."""
+        found = self.find(code)
+        if found is not None:
+            return found
         region, seq = region_of(code), self.seq_of(code)
-        known = self._regions.get(region)
-        batch_code = known.find(seq) if known is not None else None
-        if batch_code is not None:
-            return Located(region, seq, batch_code)
         probed = await self._probes.call((region, seq))
         if probed is None:
             return None

@@ -31,6 +31,7 @@ from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
 from resolver import pages
+from resolver.db import within_request_wait
 from resolver.problems import Problem
 from resolver.ranges import IssuedRanges
 from resolver.ratelimit import Limiter
@@ -122,23 +123,26 @@ class Resolver:
         issued range."""
         if len(code) != CODE_LENGTH or type_of(code) is not CodeType.PACKAGE:
             return code, keys.code_scan_slot(code)
-        found = await self._postgres_call(self.ranges.locate(code))
+        found = self.ranges.find(code) or await self._postgres_call(self.ranges.locate(code))
         if found is None:
             raise _unknown(code)
         return found.batch_code, keys.package_scan_slot(code, found.region, found.seq)
 
     async def _entry(self, code: str, doc_key: str, fetched: Fetched | None) -> Entry:
+        """The document of `doc_key`: the one Redis just gave, unless it is older than the batch's version this
+        worker knows (a change Redis could not be told of, resolver.changes), else from Postgres."""
         if fetched is not None and fetched.document is not None:
             if fetched.document == keys.NEGATIVE:
                 raise _unknown(code)
-            return self._local.put(doc_key, fetched.document, fetched.batch_id)
+            if self._local.is_current(fetched.batch_id, fetched.version):
+                return self._local.put(doc_key, fetched.document, fetched.batch_id, fetched.version)
         entry = self._local.get(doc_key)  # loaded by another scan while this one asked Redis
         if entry is not None:
             return entry
         loaded = await self._flight.do(doc_key, lambda: self._load(doc_key))
         if loaded is None:
             raise _unknown(code)
-        return self._local.put(doc_key, loaded.document, loaded.batch_id)
+        return self._local.put(doc_key, loaded.document, loaded.batch_id, loaded.version)
 
     async def _load(self, doc_key: str) -> Loaded | None:
         self.postgres_loads += 1
@@ -146,13 +150,15 @@ class Resolver:
         if loaded is None:
             await self._cache.put_negative(doc_key)
             return None
-        await self._cache.fill(doc_key, loaded.document, batch_id=loaded.batch_id, ttl_s=loaded.ttl_s)
+        await self._cache.fill(
+            doc_key, loaded.document, batch_id=loaded.batch_id, version=loaded.version, ttl_s=loaded.ttl_s
+        )
         return loaded
 
     async def _postgres_call(self, call: Awaitable[T]) -> T:
-        """`await call`, a Postgres that is away answered as 503."""
+        """`await call`, a Postgres that is away, or hangs longer than REQUEST_WAIT_S, answered as 503."""
         try:
-            return await call
+            return await within_request_wait(call)
         except POSTGRES_ERRORS as exc:
             self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)

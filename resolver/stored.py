@@ -32,11 +32,13 @@ GROUP_MAX_CODES = 256  # codes in one statement; more wait for the next
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A code's document as Postgres gave it, its batch, and how long it may be cached."""
+    """A code's document as Postgres gave it, its batch and the batch's version it shows, and how long it may be
+    cached."""
 
     document: bytes
     batch_id: int
     ttl_s: int
+    version: int
 
 
 def build_fingerprint() -> str:
@@ -73,9 +75,9 @@ class PostgresDocuments:
             return None
         self.built += 1
         body = orjson.dumps(build_document(row, today=now.date()))
-        loaded = Loaded(body, row["batch_id"], cache_ttl_s(row, now.date(), now))
+        loaded = Loaded(body, row["batch_id"], cache_ttl_s(row, now.date(), now), row["document_version"])
         valid_until = now + dt.timedelta(seconds=loaded.ttl_s)
-        self._new[code] = NewDocument(loaded.batch_id, row["document_version"], valid_until, body)
+        self._new[code] = NewDocument(loaded.batch_id, loaded.version, valid_until, body)
         await self._stores.call(code)
         return loaded
 
@@ -86,7 +88,7 @@ class PostgresDocuments:
         answers: dict[str, Loaded | None | BaseException] = dict.fromkeys(codes)
         for row in rows:
             ttl_s = max(1, int((row["valid_until"] - now).total_seconds()))
-            answers[row["code"]] = Loaded(row["body"], row["batch_id"], ttl_s)
+            answers[row["code"]] = Loaded(row["body"], row["batch_id"], ttl_s, row["version"])
         self.stored += len(rows)
         return answers
 

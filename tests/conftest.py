@@ -130,12 +130,18 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+BACKGROUND_MARK = "/* tracecode: background */"  # the change feed's polls (resolver.changes), twice a second
+
+
 @dataclass(eq=False)  # hashable by identity: asyncpg keeps query loggers in a set
 class QueryLog:
+    """The queries a service sent, but for its background polls."""
+
     queries: list[str] = field(default_factory=list)
 
     def __call__(self, record: asyncpg.connection.LoggedQuery) -> None:
-        self.queries.append(record.query)
+        if not record.query.startswith(BACKGROUND_MARK):
+            self.queries.append(record.query)
 
     def count(self, needle: str) -> int:
         return sum(needle in q for q in self.queries)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import psutil
 import pytest
 
 from resolver.app import create_app
+from resolver.db import REQUEST_WAIT_S
 from resolver.embedded import EmbeddedPostgres, EmbeddedRedis
 from resolver.settings import Settings
 from schema.migrate import migrate
@@ -200,3 +202,106 @@ def _server_pid(base: str) -> int:
             pid: int = parent.pid
             return pid
     raise AssertionError(f"no process listens on {base}")
+
+
+# Hangs: a store that stops answering rather than refusing (SIGSTOP, as in a network partition).
+
+
+@contextlib.contextmanager
+def frozen(pid: int | None, *, with_children: bool = False) -> Iterator[None]:
+    """The process (and its children) stopped with SIGSTOP for the block, continued afterwards whatever happens."""
+    assert pid is not None
+    process = psutil.Process(pid)
+    processes = [process, *(process.children(recursive=True) if with_children else [])]
+    for each in processes:
+        each.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for each in processes:
+            each.send_signal(signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def _second_worker(settings: Settings) -> AsyncIterator[Service]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://worker-2") as client:
+            yield Service(app, client, settings, {"Authorization": f"Bearer {settings.admin_token}"}, QueryLog())
+
+
+async def test_a_recall_holds_on_every_worker_while_redis_hangs(own_service: Service, own_servers: OwnServers) -> None:
+    code = (await register_batch(own_service))["trace_code"]
+    seen: list[tuple[float, int, str]] = []  # (seconds after the recall answered, status code, status)
+    recall_answered: list[float] = []
+
+    async def consumer(other: Service) -> None:
+        while not recall_answered or time.monotonic() - recall_answered[0] < 3.0:
+            response = await other.client.get(f"/api/v1/codes/{code}")
+            status = response.json().get("status", "") if response.status_code == 200 else ""
+            since = time.monotonic() - recall_answered[0] if recall_answered else -1.0
+            seen.append((since, response.status_code, status))
+            await asyncio.sleep(0.01)
+
+    async with _second_worker(own_service.settings) as other:
+        await _wait_for(lambda: other.app.state.local.is_enabled)
+        for _ in range(3):  # in the other worker's tier and in Redis, as active
+            assert (await other.client.get(f"/api/v1/codes/{code}")).json()["status"] == "active"
+        assert len(other.app.state.local) == 1
+        with frozen(own_servers.redis.pid):
+            consumers = [asyncio.create_task(consumer(other)) for _ in range(LOAD_CONCURRENCY)]
+            await asyncio.sleep(0.3)
+            recall = await own_service.client.post(
+                f"/api/v1/batches/{code}/recall", json={"reason": "抽检不合格"}, headers=own_service.admin_headers
+            )
+            recall_answered.append(time.monotonic())
+            await asyncio.sleep(2.0)
+        thawed = [(await other.client.get(f"/api/v1/codes/{code}")).json()["status"] for _ in range(20)]
+        await asyncio.gather(*consumers)
+
+    after = [(at, status) for at, status_code, status in seen if at >= 0 and status_code == 200]
+    stale = [at for at, status in after if status == "active"]
+    assert recall.status_code == 200 and recall.json()["caches_invalidated"] is False  # Redis could not be told
+    assert after, "no answer after the recall"
+    assert not [at for at in stale if at >= 1.0], f"active {max(stale):.2f} s after the recall answered"
+    assert {status_code for _, status_code, _ in seen} <= {200, 503}
+    assert set(thawed) == {"recalled"}
+
+
+async def test_a_hung_postgres_gets_bounded_answers_and_nothing_half_written(
+    own_service: Service, own_servers: OwnServers
+) -> None:
+    batch = await register_batch(own_service)
+    cold = (await register_batch(own_service))["trace_code"]  # never resolved: its document needs Postgres
+    gate = await _gate_token(own_service)
+    body = {"code": batch["trace_code"], "quantity": 1, "unit": "kg", "idempotency_key": "hang-1"}
+    assert (await own_service.client.get("/healthz")).json()["status"] == "ok"
+
+    async def timed(request: Awaitable[httpx.Response]) -> tuple[float, httpx.Response]:
+        started = time.monotonic()
+        response = await request
+        return time.monotonic() - started, response
+
+    with frozen(own_servers.postgres.pid, with_children=True):
+        health_s, health = await timed(own_service.client.get("/healthz"))
+        (resolve_s, resolve), (scan_s, scan) = await asyncio.gather(
+            timed(own_service.client.get(f"/api/v1/codes/{cold}")),
+            timed(own_service.client.post("/api/v1/gate/scans", json=body, headers=gate)),
+        )
+    await asyncio.sleep(1.0)
+    again = await own_service.client.post("/api/v1/gate/scans", json=body, headers=gate)
+
+    assert health.json() == {"status": "degraded", "postgres": "down", "redis": "ok"}
+    assert health_s < 1.5
+    for elapsed, response in ((resolve_s, resolve), (scan_s, scan)):
+        assert response.status_code == 503 and response.json()["code"] == "store_unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+        assert elapsed < REQUEST_WAIT_S + 1.0
+    assert again.status_code == 200 and again.json()["decision"] == "accept"
+    conn = await asyncpg.connect(own_servers.postgres.url)
+    try:
+        entries = await conn.fetchval("SELECT count(*) FROM gate_entries WHERE batch_id = $1", batch["batch_id"])
+        admitted = await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"])
+    finally:
+        await conn.close()
+    assert entries == admitted == 1  # the scan given up on and its retry: one entry

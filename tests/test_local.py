@@ -15,32 +15,48 @@ def _tier(capacity: int = 3) -> LocalTier:
 
 def test_least_recently_used_is_dropped_first() -> None:
     tier = _tier(capacity=2)
-    tier.put("a", b"{}", 1)
-    tier.put("b", b"{}", 1)
+    tier.put("a", b"{}", 1, 1)
+    tier.put("b", b"{}", 1, 1)
     assert tier.get("a") is not None  # "b" is now the least recently used
 
-    tier.put("c", b"{}", 2)
+    tier.put("c", b"{}", 2, 1)
 
     assert tier.get("b") is None and tier.get("a") is not None and tier.get("c") is not None
 
 
 def test_drop_batch_drops_all_its_codes_and_no_other() -> None:
     tier = _tier()
-    tier.put("a", b"{}", 1)
-    tier.put("b", b"{}", 1)
-    tier.put("c", b"{}", 2)
+    tier.put("a", b"{}", 1, 1)
+    tier.put("b", b"{}", 1, 1)
+    tier.put("c", b"{}", 2, 1)
 
     tier.drop_batch(1)
 
     assert tier.get("a") is None and tier.get("b") is None and tier.get("c") is not None
 
 
+def test_a_changed_batch_keeps_no_older_document() -> None:
+    tier = _tier()
+    tier.put("a", b"{}", 1, 1)
+    tier.put("b", b"{}", 2, 1)
+
+    tier.changed(1, 2)
+    tier.put("a", b'{"old":1}', 1, 1)  # a copy read before the change, put after it
+    tier.changed(1, 2)  # heard again: nothing to drop
+    tier.put("c", b"{}", 1, 2)
+
+    assert tier.get("a") is None and tier.get("b") is not None and tier.get("c") is not None
+    assert not tier.is_current(1, 1) and tier.is_current(1, 2) and tier.is_current(3, 0)
+    tier.forget_versions([1])
+    assert tier.is_current(1, 1)
+
+
 def test_disabled_tier_keeps_nothing() -> None:
     tier = _tier()
-    tier.put("a", b"{}", 1)
+    tier.put("a", b"{}", 1, 1)
 
     tier.disable()
-    tier.put("b", b"{}", 1)
+    tier.put("b", b"{}", 1, 1)
 
     assert len(tier) == 0 and tier.get("a") is None and tier.get("b") is None
 

@@ -80,7 +80,7 @@ async def _counted(redis: aioredis.Redis, slot: keys.ScanSlot, count: int | None
 async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
     cache: DocumentCache, redis: aioredis.Redis
 ) -> None:
-    await cache.fill("C1", b'{"a":1}', batch_id=7, ttl_s=60)
+    await cache.fill("C1", b'{"a":1}', batch_id=7, version=3, ttl_s=60)
     await _counted(redis, _slot("C1"), 5)
     await _counted(redis, _slot("C4"))
     await cache.put_negative("C2")
@@ -90,12 +90,12 @@ async def test_fetch_answers_the_document_and_the_counters_in_one_round_trip(
     missing = await cache.fetch("C3", _slot("C3"))
     counters_only = await cache.fetch(None, _slot("C4"))
 
-    assert fetched is not None and (fetched.document, fetched.batch_id) == (b'{"a":1}', 7)
+    assert fetched is not None and (fetched.document, fetched.batch_id, fetched.version) == (b'{"a":1}', 7, 3)
     assert fetched.scans == Scans(5, AT, 0)
     assert fetched.scanned == b"\x80"  # the code's bit set
     assert negative is not None and negative.document == keys.NEGATIVE and negative.scans is None
-    assert missing == store.Fetched(None, 0, None, None)  # no document, and its scan pair must be rebuilt
-    assert counters_only == store.Fetched(None, 0, Scans(0, None, 0), b"")  # never scanned
+    assert missing == store.Fetched(None, 0, 0, None, None)  # no document, and its scan pair must be rebuilt
+    assert counters_only == store.Fetched(None, 0, 0, Scans(0, None, 0), b"")  # never scanned
     assert (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
 
 
@@ -127,7 +127,7 @@ async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(
     cache = DocumentCache(client)
     try:
         for i in range(20):
-            await cache.fill(f"C{i}", b'{"n":%d}' % i, batch_id=i + 1, ttl_s=60)
+            await cache.fill(f"C{i}", b'{"n":%d}' % i, batch_id=i + 1, version=0, ttl_s=60)
             await _counted(client, _slot(f"C{i}"), i)
         await cache.put_negative("NEG")
         await cache.fetch("C0", _slot("C0"))  # connects
@@ -145,14 +145,14 @@ async def test_fetches_of_one_turn_share_one_write_and_each_gets_its_own_answer(
         (b'{"n":%d}' % i, i + 1, Scans(i, AT, 0)) for i in range(20)
     ]
     assert fetched[20] is not None and fetched[20].document == keys.NEGATIVE
-    assert fetched[21] == store.Fetched(None, 0, None, None)
+    assert fetched[21] == store.Fetched(None, 0, 0, None, None)
     assert again is not None and again.document == b'{"n":7}'
     assert (cache.hits, cache.misses, cache.errors) == (23, 1, 0)
 
 
 async def test_a_cancelled_fetch_leaves_the_others_of_its_turn_their_answers(cache: DocumentCache) -> None:
     for code in ("A", "B", "C"):
-        await cache.fill(code, b'{"c":"%s"}' % code.encode(), batch_id=1, ttl_s=60)
+        await cache.fill(code, b'{"c":"%s"}' % code.encode(), batch_id=1, version=0, ttl_s=60)
     await cache.fetch("A", _slot("A"))
 
     tasks = [asyncio.ensure_future(cache.fetch(code, _slot(code))) for code in ("A", "B", "C")]
@@ -213,7 +213,7 @@ def _state(code: str, pending: int, places: set[str], *, at: str = AT) -> ScanSt
 
 
 async def test_scripts_are_loaded_again_when_redis_forgot_them(cache: DocumentCache, redis: aioredis.Redis) -> None:
-    await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)
+    await cache.fill("C1", b"{}", batch_id=1, version=0, ttl_s=60)
     await _counted(redis, _slot("C1"))
     assert await cache.fetch("C1", _slot("C1")) is not None
     await redis.script_flush()
@@ -357,7 +357,7 @@ async def test_a_killed_redis_is_a_miss_and_its_return_is_used_again(own_redis: 
     client = redis_client(own_redis.url)
     cache = DocumentCache(client)
     try:
-        await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)
+        await cache.fill("C1", b"{}", batch_id=1, version=0, ttl_s=60)
         assert await cache.fetch("C1", _slot("C1")) is not None
 
         await asyncio.to_thread(own_redis.stop)
@@ -366,7 +366,7 @@ async def test_a_killed_redis_is_a_miss_and_its_return_is_used_again(own_redis: 
         errors_down = cache.errors
         await asyncio.to_thread(own_redis.start)
         assert await cache.ping()  # the health check ends the back-off once Redis answers
-        await cache.fill("C1", b"{}", batch_id=1, ttl_s=60)  # an empty Redis after the restart
+        await cache.fill("C1", b"{}", batch_id=1, version=0, ttl_s=60)  # an empty Redis after the restart
         back = await cache.fetch("C1", _slot("C1"))
     finally:
         await client.aclose()
