@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -195,6 +195,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         exception_handlers={
             problems.Problem: problems.handle_problem,
             HTTPException: problems.handle_http_exception,
+            ClientDisconnect: problems.handle_client_disconnect,
             **dict.fromkeys(resolve.POSTGRES_ERRORS, problems.handle_store_unavailable),
             Exception: problems.handle_unexpected,
         },

@@ -90,6 +90,13 @@ async def handle_store_unavailable(request: Request, exc: Exception) -> Response
     ).to_response()
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client broke off while sending its body: nothing was done, and nobody is left to answer. One quiet line,
+    and 499 (nginx's "client closed request") in the metrics rather than a 500."""
+    logger.info("client left during its request body: %s %s", request.method, request.url.path)
+    return Problem(499, "client_closed_request", "客户端已断开", "请求体未发送完整").to_response()
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return Problem(500, "internal_error", "服务器内部错误", "请稍后再试").to_response()

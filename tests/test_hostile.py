@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.types import Message
 
 from codegen.format import MalformedCode, compose, is_valid, parse
 from tests.conftest import Service
@@ -85,3 +88,42 @@ async def test_sql_in_strings_is_just_text(service: Service) -> None:
     response = await service.client.get(f"/api/v1/codes/{created['trace_code']}")
 
     assert response.json()["batch"]["lot"] == "x'); DROP TABLE batches;--"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("POST", "/api/v1/batches", id="batches"),
+        pytest.param("POST", "/api/v1/producers", id="producers"),
+        pytest.param("POST", "/api/v1/tokens", id="tokens"),
+        pytest.param("PATCH", "/api/v1/certifications/1", id="certifications"),
+    ],
+)
+async def test_a_client_breaking_off_its_upload_is_one_quiet_line(
+    service: Service, method: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    partial: Message = {"type": "http.request", "body": b'{"name": "', "more_body": True}
+    messages = iter([partial, {"type": "http.disconnect"}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": ("10.0.0.1", 5),
+        "server": ("testserver", 80), "app": service.app,
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"content-length", b"500"),
+                    (b"authorization", f"Bearer {service.settings.admin_token}".encode())],
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        await service.app(scope, receive, send)
+
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert len([r for r in caplog.records if "client left" in r.getMessage()]) == 1
+    requests = service.app.state.metrics.requests
+    assert not [key for key, n in requests.items() if key[2] >= 500 and n]
