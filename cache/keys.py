@@ -90,6 +90,12 @@ def _package_pair(region: str, block: int) -> tuple[str, str]:
     return f"{KEY_PREFIX}pscans:{tag}", f"{KEY_PREFIX}pscanned:{tag}"
 
 
+def bad_lookups_key(client: str) -> str:
+    """client (an IPv4 address or IPv6 /64) -> its malformed and never-issued lookups in the current window
+    (resolver.ratelimit), on all workers."""
+    return f"{KEY_PREFIX}bad:{{{client}}}"
+
+
 def batch_codes_key(batch_id: int) -> str:
     """batch -> set of its codes whose documents are cached, so that a change drops them all."""
     return f"{KEY_PREFIX}batch:{batch_id}:codes"

@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from cache import keys
 from cache.local import LocalTier, ScanState
-from cache.resp import RespClient
+from cache.resp import RespClient, pack
 
 logger = logging.getLogger(__name__)
 
@@ -497,6 +497,31 @@ class DocumentCache:
             bitmaps[slots[0].bits_key] = answers[at] or b""
             at += 1
         return scans, bitmaps
+
+    async def add_bad_lookups(self, counts: dict[str, int], *, window_s: int) -> dict[str, int]:
+        """Add each client's bad lookups to its count of the current window (made, with its expiry, by the first
+        count of a window) and answer the totals of all workers; raises on a Redis error (and skips Redis a while).
+        Plain commands, one key each, one round trip."""
+        commands = [
+            command
+            for client, count in counts.items()
+            for command in (
+                ("SET", keys.bad_lookups_key(client), 0, "EX", window_s, "NX"),
+                ("INCRBY", keys.bad_lookups_key(client), count),
+            )
+        ]
+        try:
+            if self._hot is not None:
+                replies = _raise_error_reply(await self._hot.send(b"".join(map(pack, commands)), len(commands)))
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            self._failed("bad lookups", exc)
+            raise
+        return {client: int(total) for client, total in zip(counts, replies[1::2], strict=True)}
 
     async def invalidate_batch(self, batch_id: int, *, always_publish: bool = True) -> int:
         """Drop every cached document of the batch in Redis and tell every worker's local tier (only when Redis

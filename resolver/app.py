@@ -148,7 +148,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         app.state.background = background
         app.state.issuer = CodeIssuer(settings.secret)
         app.state.market_regions = {}
-        app.state.limiter = Limiter()
+        app.state.limiter = limiter = Limiter(settings.bad_lookup_limit)
         app.state.ranges = ranges = IssuedRanges(pool, settings.secret)
         app.state.resolver = resolve.Resolver(pool, cache, local, counter, ranges, public_url=settings.public_url)
         background.spawn(asyncio.to_thread(kernels.warm))  # the first labels or package scan need not load the kernels
@@ -161,6 +161,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             logger.warning("changes not read from postgres at start-up: %r", exc)
         background.spawn(changes.run())
         background.spawn(counter.run())
+        background.spawn(limiter.run(cache))
         background.spawn(metrics.publish(app.state.metrics, redis, app.state))
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))

@@ -34,7 +34,7 @@ from resolver import pages
 from resolver.db import within_request_wait
 from resolver.problems import Problem
 from resolver.ranges import IssuedRanges
-from resolver.ratelimit import Limiter
+from resolver.ratelimit import Limiter, client_of
 from resolver.scans import ScanCounter
 from resolver.stored import Loaded, PostgresDocuments
 
@@ -244,10 +244,13 @@ class ScanRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: State = scope["app"].state
         place = client_place(scope)
+        client = client_of(_host(scope))
         as_page = self.is_page and not _wants_json(scope)
         resolver: Resolver = state.resolver
         try:
-            code, entry, scans = await _resolve_limited(resolver, state.limiter, place, scope["path_params"]["code"])
+            code, entry, scans = await _resolve_limited(
+                resolver, state.limiter, client, place, scope["path_params"]["code"]
+            )
         except Problem as problem:
             if as_page:
                 page = pages.render_problem(problem)
@@ -261,9 +264,11 @@ class ScanRoute:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, text: str) -> tuple[str, Entry, ScanState]:
+async def _resolve_limited(
+    resolver: Resolver, limiter: Limiter, client: str, place: str, text: str
+) -> tuple[str, Entry, ScanState]:
     """The canonical code in `text`, resolved; a malformed or unknown code counts against the client's limit."""
-    retry_after = limiter.retry_after_s(place)
+    retry_after = limiter.retry_after_s(client)
     if retry_after:
         raise Problem(
             429, "too_many_requests", "请求过于频繁", "查询未登记追溯码过多，请稍后再试",
@@ -273,16 +278,20 @@ async def _resolve_limited(resolver: Resolver, limiter: Limiter, place: str, tex
         code = canonical_code(text)
         entry, scans = await resolver.resolve(code, place=place)
     except Problem as problem:
-        limiter.record(place, is_bad=problem.status in (400, 404))
+        if problem.status in (400, 404):
+            limiter.record_bad(client)
         raise
-    limiter.record(place, is_bad=False)
     return code, entry, scans
 
 
 def client_place(scope: Scope) -> str:
     """The client's network (IPv4 /24, IPv6 /48): scans from many of them in a short time flag a copied code."""
+    return _network_of(_host(scope))
+
+
+def _host(scope: Scope) -> str:
     client = scope.get("client")
-    return _network_of(client[0] if client else "")
+    return str(client[0]) if client else ""
 
 
 @functools.lru_cache(maxsize=65_536)

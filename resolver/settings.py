@@ -11,6 +11,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_CODE_PARTITIONS = 16
 DEFAULT_LOCAL_CACHE_SIZE = 20_000  # documents per worker in the in-process tier; 0 turns the tier off
+DEFAULT_BAD_LOOKUP_LIMIT = 30  # malformed or unknown lookups per client and minute before it is refused; 0: none
 DEV_SECRET = "tracecode-development-secret-do-not-use-in-production"
 
 
@@ -33,6 +34,7 @@ class Settings:
     public_url: str = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
     code_partitions: int = DEFAULT_CODE_PARTITIONS
     local_cache_size: int = DEFAULT_LOCAL_CACHE_SIZE
+    bad_lookup_limit: int = DEFAULT_BAD_LOOKUP_LIMIT
     is_dev_secret: bool = True
 
     @classmethod
@@ -51,6 +53,11 @@ class Settings:
         local_text = env.get("TRACECODE_LOCAL_CACHE", str(DEFAULT_LOCAL_CACHE_SIZE))
         if not local_text.isdigit():
             raise SettingsError(f"TRACECODE_LOCAL_CACHE must be a number of documents (0: off), got {local_text!r}")
+        limit_text = env.get("TRACECODE_BAD_LOOKUP_LIMIT", str(DEFAULT_BAD_LOOKUP_LIMIT))
+        if not limit_text.isdigit():
+            raise SettingsError(
+                f"TRACECODE_BAD_LOOKUP_LIMIT must be a number of lookups (0: no limit), got {limit_text!r}"
+            )
         public_url = (env.get("TRACECODE_PUBLIC_URL") or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise SettingsError(f"TRACECODE_PUBLIC_URL must start with http:// or https://, got {public_url!r}")
@@ -63,5 +70,6 @@ class Settings:
             public_url=public_url,
             code_partitions=partitions,
             local_cache_size=int(local_text),
+            bad_lookup_limit=int(limit_text),
             is_dev_secret=secret is None,
         )
