@@ -37,6 +37,9 @@ SCAN_SYNC_INTERVAL_S = 0.25  # how often a worker adds its scans to Redis's coun
 REINVALIDATE_AFTER_S = 1.0  # a second invalidation catches a load that read Postgres before the change
 
 
+REDIS_GENERATION = f"{KEY_PREFIX}generation"  # a token made when missing: a new one means Redis lost its data
+
+
 def document_key(code: str) -> str:
     """document key (a code; a package code's is its batch code) -> b"{batch id} {version}\n" + the JSON document
     without its code's members, or NEGATIVE."""

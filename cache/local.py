@@ -9,8 +9,8 @@ that is not kept or served, from here or from Redis), and after LOCAL_TTL_S in a
 worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because it could
 miss a message: every scan then goes to Redis.
 
-Scans are counted here and added to Redis's counters by `DocumentCache.sync_scans` a few times a
-second, so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
+Scans are counted here and added to Redis's counters a few times a second, then flushed to Postgres
+(resolver.scans), so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
 this worker's scans since.
 """
 
@@ -28,7 +28,9 @@ LOCAL_TTL_S = 60.0  # a safety net only: changes reach the tier through invalida
 
 @dataclass(slots=True)
 class ScanState:
-    """One code's counter in this worker: Redis's figures at the last sync and what was added since."""
+    """One code's counter in this worker: Redis's figures at the last sync, this worker's scans since
+    (`pending`), and those of its scans that are in Redis but not yet in Postgres (`unflushed`, added to the
+    pair's `epoch`; added again if the pair is rebuilt before they are flushed)."""
 
     slot: ScanSlot
     doc_key: str  # where the code's document is kept (see the module docstring)
@@ -36,7 +38,10 @@ class ScanState:
     first_at: str | None
     places: int  # distinct networks in the current window, at the last sync
     pending: int = 0
+    unflushed: int = 0
+    epoch: str = ""
     pending_places: set[str] = field(default_factory=set)
+    synced_at: float = field(default_factory=time.monotonic)  # when `count` was last read from Redis or Postgres
 
     @property
     def shown_count(self) -> int:

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import secrets
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,14 +31,19 @@ logger = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# Add one worker's scans of many codes since its last sync. KEYS: per scan pair (keys.ScanSlot) its hash and bitmap,
-# then the bitmaps to read. ARGV: the pairs' TTL, the places window, the most places kept, now (epoch s), the number
-# of pairs, then per pair: the number of its codes, and per code: its bit (its member's name too) and the member
-# this worker's scans alone would make, "{scans} {first_at} {now} {places}" (keys.ScanSlot). A code never scanned
-# gets that member as it is; any other's is merged into. Answers per code: false (written as sent), the merged
-# member, or -1 when its pair was lost (Redis restarted, evicted or expired it): nothing is added to a lost pair
-# until it has been rebuilt from Postgres (_REBUILD_SCANS). Then the bitmaps asked for. A pair's members are read,
-# written and marked with one command each. Touches keys of many codes: on a Redis Cluster the sync would have to
+# Add one worker's scans of many codes since its last sync.
+# KEYS: Redis's generation (a token, made here when missing: a Redis that lost its data lacks it, so workers learn of
+# the loss), per scan pair (keys.ScanSlot) its hash and bitmap, then the bitmaps to read.
+# ARGV: the pairs' TTL, the places window, the most places kept, now (epoch s), the number of pairs; per pair: the
+# number of its codes, and per code: its bit (its member's name too), the pair's epoch this worker last added the
+# code's scans to, those of its scans not yet in Postgres, and the member its new scans alone would make, "{scans}
+# {first_at} {now} {places}" (keys.ScanSlot); last, a new generation, used if there is none.
+# A pair gets a new epoch when it is rebuilt from Postgres (_REBUILD_SCANS): scans added to an older one and not yet
+# in Postgres are added again. A code never scanned gets its member as sent, any other's is merged into. A pair's
+# members are read, written and marked with one command each.
+# Answers per pair: per code false (written as sent), the merged member, or -1 when the pair was lost (Redis
+# restarted, evicted or expired it: nothing is added to it until it has been rebuilt), then the pair's epoch; then
+# the bitmaps asked for, then the generation. Touches keys of many codes: on a Redis Cluster the sync would have to
 # send one call per pair instead (see "Known limits" in the README).
 _ADD_SCANS = """
 local answers, at = {}, 6
@@ -46,20 +52,24 @@ local now, pair_count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local match, find, gsub, gmatch = string.match, string.find, string.gsub, string.gmatch
 local pattern = '^(%d+) (%S+) (%d+) ?(.*)$'
 for pair = 1, pair_count do
-    local key, bits, codes = KEYS[2 * pair - 1], KEYS[2 * pair], tonumber(ARGV[at])
+    local key, bits, codes = KEYS[2 * pair], KEYS[2 * pair + 1], tonumber(ARGV[at])
     local first = at + 1
-    at = first + 2 * codes
+    at = first + 4 * codes
     if redis.call('EXISTS', bits) == 1 then
         local members = {}
-        for i = 1, codes do members[i] = ARGV[first + 2 * i - 2] end
-        local values = redis.call('HMGET', key, unpack(members))
+        for i = 1, codes do members[i] = ARGV[first + 4 * i - 4] end
+        local values = redis.call('HMGET', key, 'e', unpack(members))
+        local epoch = values[1] or ''
         local writes, marks = {}, {}
         for i = 1, codes do
-            local value = ARGV[first + 2 * i - 1]
-            if values[i] then
-                local c, f, s, p = match(values[i], pattern)
-                local add, first_at, _, mine = match(value, pattern)
-                local count, since, places, seen = tonumber(c) + tonumber(add), tonumber(s), p, 0
+            local a = first + 4 * i - 4
+            local add, first_at, _, mine = match(ARGV[a + 3], pattern)
+            add = tonumber(add)
+            if ARGV[a + 1] ~= epoch then add = add + tonumber(ARGV[a + 2]) end
+            local value = values[i + 1]
+            if value then
+                local c, f, s, p = match(value, pattern)
+                local count, since, places, seen = tonumber(c) + add, tonumber(s), p, 0
                 if f < first_at then first_at = f end
                 if now - since >= window then since, places = now, '' end
                 if places ~= '' then seen = select(2, gsub(places, ',', ',')) + 1 end
@@ -74,6 +84,7 @@ for pair = 1, pair_count do
                 value = count .. ' ' .. first_at .. ' ' .. since .. ' ' .. places
                 answers[#answers + 1] = value
             else
+                value = add .. ' ' .. first_at .. ' ' .. now .. ' ' .. mine
                 answers[#answers + 1] = false
             end
             writes[2 * i - 1], writes[2 * i] = members[i], value
@@ -83,29 +94,38 @@ for pair = 1, pair_count do
         redis.call('BITFIELD', bits, unpack(marks))
         redis.call('EXPIRE', key, ttl)
         redis.call('EXPIRE', bits, ttl)
+        answers[#answers + 1] = epoch
     else
         for i = 1, codes do answers[#answers + 1] = -1 end
+        answers[#answers + 1] = ''
     end
 end
-for i = 2 * pair_count + 1, #KEYS do answers[#answers + 1] = redis.call('GET', KEYS[i]) or false end
+for i = 2 * pair_count + 2, #KEYS do answers[#answers + 1] = redis.call('GET', KEYS[i]) or false end
+local generation = redis.call('GET', KEYS[1])
+if not generation then
+    generation = ARGV[at]
+    redis.call('SET', KEYS[1], generation)
+end
+answers[#answers + 1] = generation
 return answers
 """
 SYNC_CHUNK = 500  # codes per call of _ADD_SCANS: a script holds Redis up while it runs
 
-# Make lost scan pairs whole again from Postgres's counts, unless another worker did meanwhile; answer the asked
-# members as they then stand, and the bitmaps. KEYS: per pair its hash and bitmap. ARGV: their TTL, members per
-# HSET, then per pair: the bitmap from Postgres, the number of members from Postgres, those members and their
-# values, the number of members asked, those members.
+# Make lost scan pairs whole again from Postgres's counts, with a new epoch, unless another worker did meanwhile;
+# answer the asked members as they then stand, and the bitmaps. KEYS: per pair its hash and bitmap. ARGV: their TTL,
+# members per HSET, the new epoch, then per pair: the bitmap from Postgres, the number of members from Postgres,
+# those members and their values, the number of members asked, those members.
 _REBUILD_SCANS = """
-local answers, at, step = {}, 3, 2 * tonumber(ARGV[2])
+local answers, at, step = {}, 4, 2 * tonumber(ARGV[2])
 for i = 1, #KEYS, 2 do
     local key, bits, n = KEYS[i], KEYS[i + 1], tonumber(ARGV[at + 1])
     if redis.call('EXISTS', bits) == 0 then
         redis.call('DEL', key)
+        redis.call('HSET', key, 'e', ARGV[3])
         for j = at + 2, at + 1 + 2 * n, step do
             redis.call('HSET', key, unpack(ARGV, j, math.min(j + step - 1, at + 1 + 2 * n)))
         end
-        if n > 0 then redis.call('EXPIRE', key, ARGV[1]) end
+        redis.call('EXPIRE', key, ARGV[1])
         redis.call('SET', bits, ARGV[at], 'EX', ARGV[1])
     end
     at = at + 2 + 2 * n
@@ -161,6 +181,10 @@ def is_scanned(bits: bytes, bit: int) -> bool:
 
 def _pair_of(sent: tuple[ScanState, int, list[str]]) -> str:
     return sent[0].slot.key
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def unpack_scans(member: bytes | None, now_s: float) -> Scans:
@@ -415,10 +439,11 @@ class DocumentCache:
 
     async def add_scans(
         self, states: list[ScanState], read: list[str] | None = None
-    ) -> tuple[list[ScanState], dict[str, bytes | None]]:
-        """Add each code's pending scans to Redis and refresh the states with the totals, one command per
-        SYNC_CHUNK codes; answers the states whose scan pair was lost, which added nothing (`rebuild_scans`), and
-        the bitmaps named in `read` (None: lost).
+    ) -> tuple[list[ScanState], dict[str, bytes | None], str]:
+        """Add each code's pending scans to Redis (and its scans not yet in Postgres again, where the pair was rebuilt
+        since) and refresh the states with the totals, one command per SYNC_CHUNK codes; answers the states whose scan
+        pair was lost, which added nothing (`rebuild_scans`), the bitmaps named in `read` (None: lost), and Redis's
+        generation (keys.REDIS_GENERATION: another one than before means Redis lost its data meanwhile).
 
         Raises on a Redis error, leaving the states of that chunk and the following ones pending for the next try,
         and skips Redis for a while like a failed read (see `is_available`).
@@ -431,37 +456,50 @@ class DocumentCache:
 
     async def _add_scans(
         self, states: list[ScanState], read: list[str]
-    ) -> tuple[list[ScanState], dict[str, bytes | None]]:
+    ) -> tuple[list[ScanState], dict[str, bytes | None], str]:
         sent = sorted(((state, state.pending, list(state.pending_places)) for state in states), key=_pair_of)
         lost = []
         bitmaps: dict[str, bytes | None] = {}
+        generation = ""
         for start in range(0, max(len(sent), 1), SYNC_CHUNK):
             chunk = sent[start : start + SYNC_CHUNK]
             reading = read if start == 0 else []
             now_s = int(time.time())
             names: list[str] = []
+            pairs: list[list[tuple[ScanState, int, list[str]]]] = []
             args: list[Any] = [keys.SCANS_TTL_S, keys.PLACES_WINDOW_S, keys.MAX_PLACES, now_s, 0]
             for key, pair in itertools.groupby(chunk, key=_pair_of):
                 scans = list(pair)
+                pairs.append(scans)
                 names += (key, scans[0][0].slot.bits_key)
                 args.append(len(scans))
                 for state, pending, places in scans:
-                    args += (state.slot.bit, f"{pending} {state.first_at} {now_s} {','.join(map(place_id, places))}")
-            args[4] = len(names) // 2
-            answers = await _ADD_SCANS_SCRIPT(self._call, [*names, *reading], args)
-            for (state, pending, places), answer in zip(chunk, answers, strict=False):
-                if answer == -1:
-                    lost.append(state)
-                    continue
-                if answer is None:  # its first scans anywhere: the member is this worker's
-                    state.count, state.places = pending, len(places)
-                else:  # includes the scans just sent and every other worker's
-                    merged = unpack_scans(answer, now_s)
-                    state.count, state.first_at, state.places = merged.count, merged.first_at, merged.places
-                state.pending -= pending  # scans that arrived during the round trip stay pending
-                state.pending_places.difference_update(places)
-            bitmaps.update(zip(reading, answers[len(chunk) :], strict=True))
-        return lost, bitmaps
+                    mine = f"{pending} {state.first_at} {now_s} {','.join(map(place_id, places))}"
+                    args += (state.slot.bit, state.epoch, state.unflushed, mine)
+            args[4] = len(pairs)
+            args.append(secrets.token_hex(8))
+            answers = iter(await _ADD_SCANS_SCRIPT(self._call, [keys.REDIS_GENERATION, *names, *reading], args))
+            for scans in pairs:
+                pair_answers = [next(answers) for _ in scans]
+                epoch = _text(next(answers))
+                for (state, pending, places), answer in zip(scans, pair_answers, strict=True):
+                    if answer == -1:
+                        lost.append(state)
+                        continue
+                    added = pending + (state.unflushed if epoch != state.epoch else 0)
+                    if answer is None:  # its first scans in this pair: the member is this worker's
+                        state.count, state.places = added, len(places)
+                    else:  # includes the scans just sent and every other worker's
+                        merged = unpack_scans(answer, now_s)
+                        state.count, state.first_at, state.places = merged.count, merged.first_at, merged.places
+                    state.epoch, state.synced_at = epoch, time.monotonic()
+                    state.pending -= pending  # scans that arrived during the round trip stay pending
+                    state.unflushed += pending
+                    state.pending_places.difference_update(places)
+            *read_back, last = answers
+            bitmaps.update(zip(reading, read_back, strict=True))
+            generation = _text(last)
+        return lost, bitmaps, generation
 
     async def rebuild_scans(
         self, members: dict[str, tuple[bytes, list[tuple[str, Scans]]]], asked: list[keys.ScanSlot]
@@ -473,7 +511,7 @@ class DocumentCache:
         for slot in asked:
             by_key.setdefault(slot.key, []).append(slot)
         names: list[str] = []
-        args: list[Any] = [keys.SCANS_TTL_S, REBUILD_MEMBERS_PER_HSET]
+        args: list[Any] = [keys.SCANS_TTL_S, REBUILD_MEMBERS_PER_HSET, secrets.token_hex(4)]
         for key, slots in by_key.items():
             bits, rows = members.get(key, (b"", []))
             names += (key, slots[0].bits_key)

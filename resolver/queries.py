@@ -147,19 +147,21 @@ INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to) VAL
 ON CONFLICT (kind, number) DO NOTHING
 """
 
-FLUSH_SCAN_COUNTS = """
+# Scans counted by one worker since its last sync, added to the totals (resolver.scans: every scan is written here
+# once, by the worker that counted it, before Redis sees it).
+ADD_SCAN_COUNTS = """
 INSERT INTO scan_counts AS s (code, count, first_at)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[])
-ON CONFLICT (code) DO UPDATE SET count = greatest(s.count, excluded.count),
+ON CONFLICT (code) DO UPDATE SET count = s.count + excluded.count,
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 
 # The arrays come as text (PostgreSQL's array literals, resolver.scans): asyncpg encodes an array parameter element
-# by element in Python, which cost the flush of a package code as much as its scan.
-FLUSH_PACKAGE_SCANS = """
+# by element in Python, which cost the write of a package code's scans as much as its scan.
+ADD_PACKAGE_SCANS = """
 INSERT INTO package_scans AS s (region_code, seq, count, first_at)
 SELECT * FROM unnest($1::text::text[], $2::text::bigint[], $3::text::bigint[], $4::text::timestamptz[])
-ON CONFLICT (region_code, seq) DO UPDATE SET count = greatest(s.count, excluded.count),
+ON CONFLICT (region_code, seq) DO UPDATE SET count = s.count + excluded.count,
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 

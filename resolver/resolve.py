@@ -100,9 +100,15 @@ class Resolver:
         known = self.counter.state(code)
         if known is not None:  # scanned here before: its counter is here, its document maybe
             entry = self._local.get(known.doc_key)
+            if entry is not None and self.counter.is_fresh(known):
+                return entry, self.counter.count(known.slot, known.doc_key, place)  # warm: no I/O
+            # The document, and the counters if other workers' scans may have passed this worker's view.
+            slot = None if self.counter.is_fresh(known) else known.slot
+            fetched = await self._cache.fetch(known.doc_key if entry is None else None, slot)
             if entry is None:
-                entry = await self._entry(code, known.doc_key, await self._cache.fetch(known.doc_key, None))
-            return entry, self.counter.count(known.slot, known.doc_key, place)
+                entry = await self._entry(code, known.doc_key, fetched)
+            scans = fetched.scans if fetched is not None else None
+            return entry, self.counter.count(known.slot, known.doc_key, place, scans)
         doc_key, slot = await self._place(code)
         entry = self._local.get(doc_key)
         if entry is not None and self.counter.is_unscanned(slot):

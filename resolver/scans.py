@@ -1,10 +1,14 @@
 """Consumer scan counts: counted in the worker, added to Redis a few times a second, flushed to Postgres.
 
-A warm scan makes no I/O: it raises this worker's pending count. SCAN_SYNC_INTERVAL_S later the
-pending scans of every code are added to Redis's counters in one round trip (which also returns
-the totals of every worker), and every FLUSH_INTERVAL_S the totals of the codes synced since are
-written to Postgres (never lowering what it has): `package_scans` for package codes, `scan_counts`
-for the others.
+A warm scan makes no I/O: it raises this worker's pending count. Every SCAN_SYNC_INTERVAL_S the pending
+scans of every code are added to Redis's counters in one round trip (which also returns the totals of
+every worker), and every FLUSH_INTERVAL_S each worker adds the scans it synced since to Postgres's totals
+(`package_scans` for package codes, `scan_counts` for the others): each scan is written there once, by
+the worker that counted it.
+
+Losing Redis loses no scan: a pair Redis lost is rebuilt from Postgres (with a new epoch), and each
+worker adds again the scans it had added to the lost one and not yet flushed. A worker that dies loses
+the scans it counted since its last flush (FLUSH_INTERVAL_S at most).
 
 Redis keeps a code's counters in a scan pair (cache.keys.ScanSlot): a package code's is a member of its
 block's hash and a bit of its bitmap, so a code never scanned costs nothing anywhere. A pair that Redis lost
@@ -43,10 +47,12 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 2.0
 FLUSH_CHUNK = 1_000  # codes per Postgres statement
+FLUSH_TIMEOUT_S = 10.0  # a flush waits this long for Postgres; its scans wait for the next when it gives up
 # Counters kept per worker; beyond this the idle ones are forgotten and read again from Redis when scanned again.
 # Most codes are scanned once: keeping 50,000 of them cost a tenth of the first-scan rate (the collector's passes).
 MAX_STATES = 10_000
 LOOKUP_MAX_CODES = 256  # codes whose counts are asked of Postgres in one statement
+COUNT_FRESH_S = 2 * SCAN_SYNC_INTERVAL_S  # a code scanned here shows Redis's total read this recently
 MAX_BITMAPS = 4_096  # copies of scan bitmaps kept per worker: 2 MB of package blocks
 MAX_BITMAPS_READ = 256  # bitmaps read again per sync: those of the blocks in use
 _POSTGRES_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -56,7 +62,8 @@ class ScanCounter:
     """This worker's scan counters."""
 
     __slots__ = (
-        "_bitmaps", "_cache", "_lookups", "_pending", "_pool", "_states", "_unflushed", "_used", "flushed", "rebuilt",
+        "_bitmaps", "_cache", "_generation", "_lookups", "_pending", "_pool", "_resend", "_states", "_unflushed",
+        "_used", "flushed", "rebuilt",
     )  # fmt: skip
 
     def __init__(self, pool: asyncpg.Pool, cache: DocumentCache) -> None:
@@ -67,9 +74,11 @@ class ScanCounter:
         self._unflushed: dict[str, ScanState] = {}  # synced since the last flush, by code
         self._bitmaps: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # bits_key -> (bitmap, read at)
         self._used: set[str] = set()  # bitmaps that answered a scan since the last sync
+        self._generation = ""  # Redis's, as the last sync saw it
+        self._resend = False  # Redis lost data: offer every unflushed scan again (each pair takes what it lacks)
         self._lookups: Batcher[ScanSlot, Scans] = Batcher(self._look_up, max_group=LOOKUP_MAX_CODES)
-        self.flushed = 0
-        self.rebuilt = 0  # scan hashes made whole again from Postgres by this worker
+        self.flushed = 0  # codes whose scans this worker wrote to Postgres
+        self.rebuilt = 0  # scan pairs made whole again from Postgres by this worker
 
     def __repr__(self) -> str:
         return f"ScanCounter(codes={len(self._states)}, unflushed={len(self._unflushed)}, flushed={self.flushed})"
@@ -88,7 +97,7 @@ class ScanCounter:
             current = current or NO_SCANS
             state = self._states[slot.code] = ScanState(slot, doc_key, current.count, current.first_at, current.places)
         elif current is not None:
-            state.count, state.places = current.count, current.places
+            state.count, state.places, state.synced_at = current.count, current.places, time.monotonic()
             state.first_at = state.first_at or current.first_at
         state.pending += 1
         self._pending[slot.code] = state
@@ -97,6 +106,11 @@ class ScanCounter:
         if len(state.pending_places) < keys.MAX_PLACES:
             state.pending_places.add(place)
         return state
+
+    def is_fresh(self, state: ScanState) -> bool:
+        """Whether the state's figures are recent enough to be shown as they are: other workers' scans of the code
+        reach Redis within a sync, and this worker's view of them must not lag much more."""
+        return time.monotonic() - state.synced_at <= COUNT_FRESH_S
 
     def is_unscanned(self, slot: ScanSlot) -> bool:
         """Whether `slot`'s code was never scanned, as far as this worker's copy of its bitmap says (one read
@@ -177,18 +191,25 @@ class ScanCounter:
 
     async def sync(self) -> int:
         """Add the pending scans to Redis, and read again the bitmaps of the blocks in use; on failure the scans
-        stay pending for the next try."""
+        stay pending for the next try. The number of codes synced."""
         if not self._cache.is_available:  # Redis failed a moment ago: the scans wait, nothing is tried
             return 0
         pending, self._pending = list(self._pending.values()), {}
+        if self._resend:  # scans added to pairs Redis lost, not yet in Postgres: a rebuilt pair lacks them
+            pending += [state for code, state in self._unflushed.items() if not state.pending]
+            self._resend = False
         read = self._in_use(pending)
         if not pending and not read:
             return 0
         try:
-            lost, bitmaps = await self._cache.add_scans(pending, read)
+            lost, bitmaps, generation = await self._cache.add_scans(pending, read)
             if lost:  # their pairs are made whole from Postgres first, then the scans added
+                self._resend = True  # the other unflushed scans of those pairs are missing too
                 await self._look_up([state.slot for state in lost])
-                lost, _ = await self._cache.add_scans(lost)
+                lost, _, generation = await self._cache.add_scans(lost)
+            if self._generation and generation != self._generation:
+                self._resend = True
+            self._generation = generation
         except REDIS_ERRORS:  # logged by the cache, which now skips Redis for a while
             return 0
         except _POSTGRES_FAILURES as exc:
@@ -204,8 +225,45 @@ class ScanCounter:
         synced = [state for state in pending if id(state) not in lost_ids]
         self._unflushed.update((state.slot.code, state) for state in synced)
         if len(self._states) > MAX_STATES:
-            self._states = {code: state for code, state in self._states.items() if state.pending}
+            self._states = {code: state for code, state in self._states.items() if state.pending or state.unflushed}
         return len(synced)
+
+    async def flush(self) -> int:
+        """Add the scans synced since the last flush to Postgres's totals; on failure they wait for the next. The
+        number of codes written."""
+        states, self._unflushed = list(self._unflushed.values()), {}
+        flushing = [(state, state.unflushed) for state in states if state.unflushed and state.first_at is not None]
+        written = 0
+        try:
+            for start in range(0, len(flushing), FLUSH_CHUNK):
+                chunk = flushing[start : start + FLUSH_CHUNK]
+                await self._write(chunk)
+                for state, scans in chunk:
+                    state.unflushed -= scans  # synced meanwhile: still to flush
+                written += len(chunk)
+        except _POSTGRES_FAILURES as exc:
+            logger.warning("scan counts not flushed to postgres, retrying next time: %r", exc)
+        for state in states:
+            if state.unflushed:
+                self._unflushed.setdefault(state.slot.code, state)
+        self.flushed += written
+        return written
+
+    async def _write(self, chunk: list[tuple[ScanState, int]]) -> None:
+        packages = [(s, n) for s, n in chunk if s.slot.is_package]
+        others = [(s, n) for s, n in chunk if not s.slot.is_package]
+        async with self._pool.acquire(timeout=FLUSH_TIMEOUT_S) as conn, conn.transaction():
+            if packages:
+                await conn.execute(
+                    queries.ADD_PACKAGE_SCANS, _array(s.slot.region for s, _ in packages),
+                    _array(str(s.slot.seq) for s, _ in packages), _array(str(n) for _, n in packages),
+                    _array(s.first_at or "" for s, _ in packages), timeout=FLUSH_TIMEOUT_S,
+                )  # fmt: skip
+            if others:
+                await conn.execute(
+                    queries.ADD_SCAN_COUNTS, [s.slot.code for s, _ in others], [n for _, n in others],
+                    [_timestamp(s.first_at) for s, _ in others], timeout=FLUSH_TIMEOUT_S,
+                )  # fmt: skip
 
     def _in_use(self, pending: list[ScanState]) -> list[str]:
         """The bitmaps to read again: those that answered a scan since the last sync, and those of the codes
@@ -213,38 +271,6 @@ class ScanCounter:
         used, self._used = self._used, set()
         used.update(state.slot.bits_key for state in pending)
         return [bits_key for bits_key in used if bits_key in self._bitmaps][:MAX_BITMAPS_READ]
-
-    async def flush(self) -> int:
-        """Write the totals of the codes synced since the last flush to Postgres, as Redis gave them."""
-        states, self._unflushed = list(self._unflushed.values()), {}
-        written = 0
-        try:
-            for start in range(0, len(states), FLUSH_CHUNK):
-                chunk = states[start : start + FLUSH_CHUNK]
-                await self._write(chunk)
-                written += len(chunk)
-        except _POSTGRES_FAILURES as exc:
-            logger.warning("scan counts not flushed to postgres, retrying next time: %r", exc)
-            for state in states[written:]:
-                self._unflushed.setdefault(state.slot.code, state)
-        self.flushed += written
-        return written
-
-    async def _write(self, states: list[ScanState]) -> None:
-        counted = [state for state in states if state.first_at is not None]
-        packages = [state for state in counted if state.slot.is_package]
-        others = [state for state in counted if not state.slot.is_package]
-        if packages:
-            await self._pool.execute(
-                queries.FLUSH_PACKAGE_SCANS, _array(s.slot.region for s in packages),
-                _array(str(s.slot.seq) for s in packages), _array(str(s.count) for s in packages),
-                _array(s.first_at or "" for s in packages),
-            )  # fmt: skip
-        if others:
-            await self._pool.execute(
-                queries.FLUSH_SCAN_COUNTS, [s.slot.code for s in others], [s.count for s in others],
-                [_timestamp(s.first_at) for s in others],
-            )  # fmt: skip
 
     async def run(self) -> None:
         """Sync every SCAN_SYNC_INTERVAL_S and flush every FLUSH_INTERVAL_S until cancelled, then both once more."""

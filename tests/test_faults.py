@@ -19,13 +19,15 @@ import httpx
 import psutil
 import pytest
 
+from cache import keys
 from resolver.app import create_app
 from resolver.db import REQUEST_WAIT_S
+from resolver.scans import FLUSH_INTERVAL_S
 from resolver.embedded import EmbeddedPostgres, EmbeddedRedis
 from resolver.settings import Settings
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Service
-from tests.helpers import register_batch, serving, subprocess_env
+from tests.helpers import issue_labels, register_batch, serving, subprocess_env
 
 LOAD_CONCURRENCY = 8
 RETRY_FOR_S = 30.0  # a gate retries a lot this long before giving up
@@ -305,3 +307,35 @@ async def test_a_hung_postgres_gets_bounded_answers_and_nothing_half_written(
     finally:
         await conn.close()
     assert entries == admitted == 1  # the scan given up on and its retry: one entry
+
+
+async def test_scan_counts_lose_nothing_when_redis_restarts(own_service: Service, own_servers: OwnServers) -> None:
+    batch = await register_batch(own_service)
+    (code,) = await issue_labels(own_service, batch["trace_code"], 1)
+    shown: list[int] = []
+
+    async def scans(count: int, workers: list[Service]) -> None:
+        for i in range(count):
+            answer = await workers[i % len(workers)].client.get(f"/api/v1/codes/{code}")
+            assert answer.status_code == 200
+            shown.append(answer.json()["scans"]["count"])
+
+    async with _second_worker(own_service.settings) as other:
+        await scans(100, [own_service, other])
+        await asyncio.to_thread(own_servers.redis.stop)  # within the sync interval of the last scans
+        await asyncio.to_thread(own_servers.redis.start)  # empty
+        await scans(250, [own_service, other])
+        await asyncio.sleep(keys.REDIS_RETRY_AFTER_S + 4 * keys.SCAN_SYNC_INTERVAL_S)  # back-off over, synced
+        await scans(1, [own_service])
+        await asyncio.sleep(3 * keys.SCAN_SYNC_INTERVAL_S)  # synced: the other worker's answer shows it
+        await scans(1, [other])
+        await asyncio.sleep(FLUSH_INTERVAL_S + 2 * keys.SCAN_SYNC_INTERVAL_S)  # flushed
+    conn = await asyncpg.connect(own_servers.postgres.url)
+    try:
+        stored = await conn.fetchval("SELECT sum(count) FROM package_scans")
+    finally:
+        await conn.close()
+
+    assert shown[-2:] == [351, 352]  # every scan counted, whichever worker answers, after a sync
+    assert stored == 352
+    assert all(count > 0 for count in shown)

@@ -131,6 +131,7 @@ async def test_scans_on_two_workers_add_up_and_a_worker_that_never_saw_a_code_sh
     for _ in range(3):
         assert await _status(service, code) == 200
     await service.app.state.resolver.counter.sync()
+    await service.app.state.resolver.counter.flush()
     await asyncio.sleep(keys.SCANNED_BITS_FRESH_S)  # any copy of the bitmap the second worker made is stale now
 
     seen = (await second_service.client.get(f"/api/v1/codes/{code}")).json()["scans"]

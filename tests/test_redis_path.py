@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -220,10 +222,10 @@ async def test_scripts_are_loaded_again_when_redis_forgot_them(cache: DocumentCa
 
     again = await cache.fetch("C1", _slot("C1"))
     state = _state("C1", 2, {"10.0.0.0/24"})
-    lost, _ = await cache.add_scans([state])
+    lost, _, _ = await cache.add_scans([state])
 
     assert again is not None and cache.errors == 0 and lost == []
-    assert (state.count, state.pending, state.places) == (2, 0, 1)
+    assert (state.count, state.pending, state.unflushed, state.places) == (2, 0, 2, 1)
 
 
 async def test_a_sync_of_many_codes_adds_every_one(
@@ -236,9 +238,11 @@ async def test_a_sync_of_many_codes_adds_every_one(
     states = [_state(f"K{i}", i + 1, {f"10.0.{p}.0/24" for p in range(i)}) for i in range(7)]
     states.append(_state("LOST", 1, set()))  # its scan pair is gone: nothing is added to it
 
-    lost, bitmaps = await cache.add_scans(states, [_slot("K0").bits_key, _slot("LOST").bits_key])
+    lost, bitmaps, generation = await cache.add_scans(states, [_slot("K0").bits_key, _slot("LOST").bits_key])
+    again = await cache.add_scans([], [])
 
     assert lost == [states[7]] and states[7].pending == 1 and not await redis.exists(_slot("LOST").key)
+    assert generation and again[2] == generation  # the same Redis, the same generation
     assert bitmaps == {_slot("K0").bits_key: b"\x80", _slot("LOST").bits_key: None}
     assert [s.count for s in states[:7]] == [11, 2, 3, 4, 5, 6, 7]
     assert [s.places for s in states[:7]] == [0, 1, 2, 3, 4, 5, 6]
@@ -385,23 +389,27 @@ async def test_connection_refused_raises_a_redis_error() -> None:
         await client.call("PING")
 
 
-async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: EmbeddedRedis) -> None:
+async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: EmbeddedRedis, database_url: str) -> None:
     """With Redis down, the scan sync (4 times a second per worker) tries once, then waits out the back-off with
     the scans kept pending, instead of failing and logging on every round."""
     client = redis_client(own_redis.url)
     cache = DocumentCache(client)
-    counter = ScanCounter(None, cache)  # type: ignore[arg-type]  # sync never touches Postgres
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    counter = ScanCounter(pool, cache)
+    code = f"C{secrets.token_hex(6)}"
     try:
-        counter.count(_slot("C1"), "C1", "10.0.0.0/24")
+        counter.count(_slot(code), code, "10.0.0.0/24")
         await asyncio.to_thread(own_redis.stop)
 
         synced = [await counter.sync() for _ in range(5)]
 
         assert synced == [0] * 5
         assert cache.errors == 1  # one attempt, then the back-off
-        assert counter.count(_slot("C1"), "C1", "10.0.0.0/24").pending == 2  # nothing lost: sent once Redis is back
+        state = counter.count(_slot(code), code, "10.0.0.0/24")
+        assert (state.pending, state.shown_count) == (2, 2)  # nothing lost: sent once Redis is back
     finally:
         await client.aclose()
+        await pool.close()
 
 
 async def test_a_subscription_cancelled_while_it_connects_ends_at_once(redis: aioredis.Redis) -> None:
