@@ -22,9 +22,35 @@ EARLIEST_DATE = dt.date(2000, 1, 1)
 M = TypeVar("M", bound=BaseModel)
 
 
+# Refused in every text: control characters, format characters (bidi overrides and isolates, which can make a
+# name read backwards on the consumer page, zero-width joiners, the BOM), surrogates, private use, unassigned.
+_REFUSED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
+_LINE_BREAKS = frozenset(("Zl", "Zp"))  # line and paragraph separators: refused where a text is one line
+
+
+def is_clean_text(value: str, *, is_multiline: bool = False) -> bool:
+    """Whether `value` is text people can read as it is: the one rule of request bodies and imports. Names, keys
+    and other one-line fields take no line breaks or tabs either; multi-line texts (a recall's reason) do."""
+    if value.isprintable():  # the common case, in C; False also for tabs and spaces other than " " (U+3000)
+        return True
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES and not (is_multiline and ch in "\n\t"):
+            return False
+        if category in _LINE_BREAKS and not is_multiline:
+            return False
+    return True
+
+
 def _printable(value: str) -> str:
-    if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t" for ch in value):
-        raise ValueError("contains control or unassigned characters")
+    if not is_clean_text(value):
+        raise ValueError("contains line breaks, control, format (bidi, zero-width) or unassigned characters")
+    return value
+
+
+def _multiline(value: str) -> str:
+    if not is_clean_text(value, is_multiline=True):
+        raise ValueError("contains control, format (bidi, zero-width) or unassigned characters")
     return value
 
 
@@ -47,13 +73,16 @@ def check_category(value: str) -> str:
     return value
 
 
-Printable = AfterValidator(_printable)
+Printable = AfterValidator(_printable)  # one line
+MultilineText = AfterValidator(_multiline)
 # A category code of resolver.categories; described as the enum it is (the validator gives the message).
 Category = Annotated[str, AfterValidator(check_category), Field(json_schema_extra={"enum": list(CATEGORIES)})]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Printable]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
 Unit = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16), Printable]
 OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), Printable]
+# A contact may span lines (a phone number under a name, an address): no bidi or zero-width characters either.
+ContactText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), MultilineText]
 CreditCode = Annotated[str, StringConstraints(min_length=18, max_length=18), AfterValidator(_credit_code)]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{5}$")]
 PastDate = Annotated[dt.date, AfterValidator(_plausible_date)]
@@ -73,7 +102,7 @@ class ProducerIn(Body):
     name: Name
     kind: Literal["enterprise", "cooperative", "family_farm", "individual"]
     region_code: RegionCode
-    contact: OptionalText = ""
+    contact: ContactText = ""
 
 
 class ProductIn(Body):

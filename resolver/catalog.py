@@ -26,9 +26,9 @@ from resolver.auth import Principal, authenticate, forbidden
 from resolver.bodies import (
     Body,
     Category,
+    ContactText,
     CreditCode,
     Name,
-    OptionalText,
     Printable,
     ProductIn,
     RegionCode,
@@ -172,7 +172,7 @@ class ProducerPatch(Body):
     name: Name | None = None
     kind: ProducerKind | None = None
     region_code: RegionCode | None = None
-    contact: OptionalText | None = None
+    contact: ContactText | None = None
 
 
 class ProductPatch(Body):

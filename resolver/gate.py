@@ -39,8 +39,8 @@ from resolver.auth import Principal, TokenCache, authenticate, bearer_token, for
 from resolver.bodies import (
     MAX_BODY_BYTES,
     Body,
+    ContactText,
     Name,
-    OptionalText,
     Printable,
     RegionCode,
     Unit,
@@ -114,7 +114,7 @@ class GateScanIn(Body):
 class BuyerIn(Body):
     name: Name
     credit_code: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)] | None = None
-    contact: OptionalText = ""
+    contact: ContactText = ""
 
 
 class TradeIn(Body):

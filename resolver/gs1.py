@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import asyncpg
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from codegen.gtin import InvalidGtin, normalise_gtin
@@ -31,7 +31,7 @@ from resolver.categories import CERTIFICATION_LABELS
 from resolver.documents import china_today, status_of
 from resolver.problems import Problem
 from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.responses import ORJSONResponse, PageResponse
 
 # The batch that GTIN $1 and lot $2 name, with what its links say about it, in one round trip. Should
 # products of several producers share a GTIN, the most recently registered matching batch wins.
@@ -313,7 +313,7 @@ async def digital_link(request: Request) -> Response:
         return await _resolve(request, ranges)
     except Problem as problem:
         if _prefers_html(ranges):  # a phone camera's browser: the same Chinese error page as /t/{code}
-            return HTMLResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
+            return PageResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
         raise
 
 

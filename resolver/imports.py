@@ -29,7 +29,6 @@ import logging
 import re
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from cache.store import DocumentCache, redis_client
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import db
 from resolver.auth import authenticate, forbidden
+from resolver.bodies import is_clean_text
 from resolver.catalog import forget_documents_later, forget_producer_documents
 from resolver.categories import CATEGORIES
 from resolver.hooks import flag_param
@@ -395,13 +395,6 @@ def _check_header(cells: list[str], required: tuple[str, ...], optional: tuple[s
     return header
 
 
-def _is_printable(value: str) -> bool:
-    """As the JSON API has it (resolver.bodies): no control characters but line breaks and tabs."""
-    if value.isprintable():  # the common case, in C; it is False for some that pass (tabs, full-width spaces)
-        return True
-    return not any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t" for ch in value)
-
-
 class _Row:
     """The cells of one row and the errors found in them."""
 
@@ -415,14 +408,14 @@ class _Row:
     def fail(self, name: str, reason: str) -> None:
         self.errors.append(RowError(self.line, name, reason))
 
-    def text(self, name: str, *, max_chars: int, is_required: bool = True) -> str:
+    def text(self, name: str, *, max_chars: int, is_required: bool = True, is_multiline: bool = False) -> str:
         value = self.cells.get(name, "").strip()
         if not value:
             if is_required:
                 self.fail(name, "required")
         elif len(value) > max_chars:
             self.fail(name, "too_long")
-        elif not _is_printable(value):
+        elif not is_clean_text(value, is_multiline=is_multiline):
             self.fail(name, "bad_characters")
         return value
 
@@ -474,7 +467,7 @@ def _producer_record(row: _Row) -> tuple[Any, ...]:
         row.fail("region_code", "required")
     elif len(region_code) != 6 or not region_code.isascii() or not region_code.isdigit():
         row.fail("region_code", "invalid_region_code")
-    contact = row.text("contact", max_chars=MAX_NAME_CHARS, is_required=False)
+    contact = row.text("contact", max_chars=MAX_NAME_CHARS, is_required=False, is_multiline=True)  # as the API's
     return (row.line, credit_code, name, kind, region_code, contact)
 
 

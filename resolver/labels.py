@@ -139,8 +139,11 @@ def _package_keys(secret: bytes, region: str) -> RoundKeys:
     return derive_round_keys(secret, CodeType.PACKAGE, region)
 
 
-async def find_batch(pool: asyncpg.Pool, code: str) -> LabelBatch:
-    """The batch named by `code` (canonical), ready for labels; Problem 404, 409 or 422 otherwise."""
+async def find_batch(
+    pool: asyncpg.Pool, code: str, *, may_label: Callable[[LabelBatch], bool] | None = None
+) -> LabelBatch:
+    """The batch named by `code` (canonical), ready for labels; Problem 404 or 422 otherwise, then 403 when
+    `may_label` refuses it (before its state is told to someone who may not label it), then 409."""
     if len(code) == CODE_LENGTH and type_of(code) is not CodeType.PRODUCTION_BATCH:
         raise Problem(
             422,
@@ -162,6 +165,8 @@ async def find_batch(pool: asyncpg.Pool, code: str) -> LabelBatch:
         product_name=row["product_name"],
         has_certificate=row["has_certificate"],
     )
+    if may_label is not None and not may_label(batch):
+        raise forbidden("只能为本主体的批次签发产品追溯码")
     if batch.status == "recalled":
         raise Problem(409, "recalled", "批次已召回", f"批次 {batch.trace_code} 已召回，不能再签发产品追溯码")
     if batch.status == "expired":
@@ -308,9 +313,7 @@ async def create_labels(request: Request) -> Response:
     body = await read_json(request, LabelsIn)
     state = request.app.state
     try:
-        batch = await find_batch(state.pool, code)
-        if not _may_label(principal, batch):
-            raise forbidden("只能为本主体的批次签发产品追溯码")
+        batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
         async with _issue_slots(state):
             issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
     except POSTGRES_ERRORS as exc:

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from codegen.format import CodeType
 from resolver import queries
 from resolver.auth import authenticate, forbidden
-from resolver.bodies import Body, Printable, read_json
+from resolver.bodies import Body, MultilineText, read_json
 from resolver.problems import Problem
 from resolver.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
 from resolver.responses import ORJSONResponse
@@ -27,7 +27,7 @@ INVALIDATION_ATTEMPTS = 240  # two minutes of retries while Redis is away
 
 
 class RecallIn(Body):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), Printable]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), MultilineText]
 
 
 async def batch_of(request: Request, text: str) -> asyncpg.Record:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from resolver import pages
@@ -30,6 +30,7 @@ from resolver.hooks import (
 )
 from resolver.problems import Problem
 from resolver.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.responses import PageResponse
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -178,9 +179,9 @@ async def region_page(request: Request) -> Response:
         except POSTGRES_ERRORS as exc:
             raise store_unavailable() from exc
     except Problem as problem:
-        return HTMLResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
+        return PageResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)
     html = render_region(coverage, unlisted, recalls, now=dt.datetime.now(CHINA_TZ))
-    return HTMLResponse(html, headers={"Cache-Control": f"public, max-age={PAGE_MAX_AGE_S}"})
+    return PageResponse(html, headers={"Cache-Control": f"public, max-age={PAGE_MAX_AGE_S}"})
 
 
 ROUTES: list[BaseRoute] = [Route("/regions/{code}", region_page, methods=["GET"])]

@@ -20,7 +20,6 @@ import asyncpg
 import orjson
 from starlette.datastructures import State
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
 from starlette.types import Receive, Scope, Send
 
 from cache import keys
@@ -35,6 +34,7 @@ from resolver.db import within_request_wait
 from resolver.problems import Problem
 from resolver.ranges import IssuedRanges
 from resolver.ratelimit import Limiter, client_of
+from resolver.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
 from resolver.scans import ScanCounter
 from resolver.stored import Loaded, PostgresDocuments
 
@@ -260,12 +260,14 @@ class ScanRoute:
         except Problem as problem:
             if as_page:
                 page = pages.render_problem(problem)
-                await HTMLResponse(page, status_code=problem.status, headers=problem.headers)(scope, receive, send)
+                await PageResponse(page, status_code=problem.status, headers=problem.headers)(scope, receive, send)
             else:
                 await problem.to_response()(scope, receive, send)
             return
         body = page_answer(entry, code, scans) if as_page else json_answer(entry, code, scans, resolver.url_prefix)
         headers = [(b"content-length", b"%d" % len(body)), (b"content-type", HTML_TYPE if as_page else JSON_TYPE)]
+        if as_page:
+            headers += PAGE_SECURITY_RAW_HEADERS
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

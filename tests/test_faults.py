@@ -22,8 +22,8 @@ import pytest
 from cache import keys
 from resolver.app import create_app
 from resolver.db import REQUEST_WAIT_S
-from resolver.scans import FLUSH_INTERVAL_S
 from resolver.embedded import EmbeddedPostgres, EmbeddedRedis
+from resolver.scans import FLUSH_INTERVAL_S
 from resolver.settings import Settings
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Service

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from starlette.types import Message
 
 from codegen.format import MalformedCode, compose, is_valid, parse
-from tests.conftest import Service
+from tests.conftest import Service, random_credit_code
 from tests.helpers import register_batch
 
 codes = st.builds(
@@ -127,3 +127,57 @@ async def test_a_client_breaking_off_its_upload_is_one_quiet_line(
     assert len([r for r in caplog.records if "client left" in r.getMessage()]) == 1
     requests = service.app.state.metrics.requests
     assert not [key for key, n in requests.items() if key[2] >= 500 and n]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("合作社\u202e社作合", id="right-to-left-override"),
+        pytest.param("合作\u2066社\u2069", id="bidi-isolate"),
+        pytest.param("合作\u200d社", id="zero-width-joiner"),
+        pytest.param("\ufeff合作社", id="byte-order-mark"),
+        pytest.param("合作社\n伪造行", id="newline"),
+        pytest.param("合作社\u2028伪造行", id="line-separator"),
+        pytest.param("合作\t社", id="tab"),
+    ],
+)
+async def test_names_refuse_invisible_and_line_breaking_characters(service: Service, name: str) -> None:
+    body = {"credit_code": random_credit_code(), "name": name, "kind": "cooperative", "region_code": "630121"}
+
+    response = await service.client.post("/api/v1/producers", json=body, headers=service.admin_headers)
+
+    assert response.status_code == 422 and response.json()["code"] == "invalid_input"
+
+
+async def test_a_recall_reason_may_have_lines_but_no_bidi_controls(service: Service) -> None:
+    first, second = await register_batch(service), await register_batch(service)
+
+    lines = await service.client.post(
+        f"/api/v1/batches/{first['trace_code']}/recall", json={"reason": "抽检不合格\n复检仍不合格"},
+        headers=service.admin_headers,
+    )  # fmt: skip
+    bidi = await service.client.post(
+        f"/api/v1/batches/{second['trace_code']}/recall", json={"reason": "合格\u202e格合不"},
+        headers=service.admin_headers,
+    )  # fmt: skip
+
+    assert lines.status_code == 200
+    assert bidi.status_code == 422
+
+
+async def test_pages_carry_security_headers(service: Service) -> None:
+    code = (await register_batch(service))["trace_code"]
+
+    pages = [
+        await service.client.get(f"/t/{code}"),
+        await service.client.get(f"/t/{code[:-1]}0"),  # the problem page of a wrong check digit
+        await service.client.get("/regions/630000"),
+    ]
+
+    for page in pages:
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["referrer-policy"] == "no-referrer"

@@ -278,6 +278,18 @@ async def test_a_package_code_is_not_a_batch(service: Service) -> None:
     assert response.json()["code"] == "not_a_batch_code"
 
 
+async def test_someone_elses_recalled_batch_is_403_before_its_state_is_told(service: Service) -> None:
+    recalled = await _own_batch(service)
+    await service.client.post(
+        f"/api/v1/batches/{recalled['trace_code']}/recall", json={"reason": "抽检不合格"}, headers=service.admin_headers
+    )
+    other = await _token(service, "producer", await register_producer(service))
+
+    response = await _labels(service, recalled["trace_code"], {"count": 1}, headers=other)
+
+    assert response.status_code == 403 and response.json()["code"] == "forbidden"
+
+
 async def test_recalled_or_expired_batch_gets_no_labels(service: Service) -> None:
     recalled = await _own_batch(service)
     recall = await service.client.post(

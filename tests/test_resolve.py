@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from codegen.format import check_digits, compose
 from resolver.app import create_app
+from resolver.responses import PAGE_SECURITY_RAW_HEADERS
 from resolver.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
@@ -192,7 +193,7 @@ async def test_scan_answers_carry_the_headers_of_a_starlette_response(service: S
     assert document.headers.raw == [(b"content-length", str(len(document.content)).encode()),
                                     (b"content-type", b"application/json")]  # fmt: skip
     assert page.headers.raw == [(b"content-length", str(len(page.content)).encode()),
-                                (b"content-type", b"text/html; charset=utf-8")]  # fmt: skip
+                                (b"content-type", b"text/html; charset=utf-8"), *PAGE_SECURITY_RAW_HEADERS]  # fmt: skip
 
 
 async def test_scans_member_holds_the_statistics_of_this_scan(service: Service) -> None:
