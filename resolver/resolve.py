@@ -100,11 +100,13 @@ class Resolver:
         known = self.counter.state(code)
         if known is not None:  # scanned here before: its counter is here, its document maybe
             entry = self._local.get(known.doc_key)
-            if entry is not None and self.counter.is_fresh(known):
+            is_fresh = self.counter.is_fresh(known)
+            if entry is not None and is_fresh:
                 return entry, self.counter.count(known.slot, known.doc_key, place)  # warm: no I/O
             # The document, and the counters if other workers' scans may have passed this worker's view.
-            slot = None if self.counter.is_fresh(known) else known.slot
-            fetched = await self._cache.fetch(known.doc_key if entry is None else None, slot)
+            fetched = await self._cache.fetch(
+                known.doc_key if entry is None else None, None if is_fresh else known.slot
+            )
             if entry is None:
                 entry = await self._entry(code, known.doc_key, fetched)
             scans = fetched.scans if fetched is not None else None

@@ -98,7 +98,7 @@ class ScanCounter:
             state = self._states[slot.code] = ScanState(slot, doc_key, current.count, current.first_at, current.places)
         elif current is not None:
             state.count, state.places, state.synced_at = current.count, current.places, time.monotonic()
-            state.first_at = state.first_at or current.first_at
+            state.first_at = min(filter(None, (state.first_at, current.first_at)), default=None)
         state.pending += 1
         self._pending[slot.code] = state
         if state.first_at is None:
