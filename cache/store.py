@@ -487,11 +487,14 @@ class DocumentCache:
                         lost.append(state)
                         continue
                     added = pending + (state.unflushed if epoch != state.epoch else 0)
+                    # Never lower than the worker's last figure: a rebuilt pair lacks the other workers' scans
+                    # until they have added them again.
                     if answer is None:  # its first scans in this pair: the member is this worker's
-                        state.count, state.places = added, len(places)
+                        state.count, state.places = max(state.count + pending, added), len(places)
                     else:  # includes the scans just sent and every other worker's
                         merged = unpack_scans(answer, now_s)
-                        state.count, state.first_at, state.places = merged.count, merged.first_at, merged.places
+                        state.count = max(state.count + pending, merged.count)
+                        state.first_at, state.places = merged.first_at, merged.places
                     state.epoch, state.synced_at = epoch, time.monotonic()
                     state.pending -= pending  # scans that arrived during the round trip stay pending
                     state.unflushed += pending

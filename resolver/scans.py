@@ -96,8 +96,9 @@ class ScanCounter:
         if state is None:
             current = current or NO_SCANS
             state = self._states[slot.code] = ScanState(slot, doc_key, current.count, current.first_at, current.places)
-        elif current is not None:
-            state.count, state.places, state.synced_at = current.count, current.places, time.monotonic()
+        elif current is not None:  # never lower: a pair Redis lost is short of scans until every worker re-adds its own
+            state.count, state.places = max(state.count, current.count), current.places
+            state.synced_at = time.monotonic()
             state.first_at = min(filter(None, (state.first_at, current.first_at)), default=None)
         state.pending += 1
         self._pending[slot.code] = state

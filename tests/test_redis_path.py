@@ -251,6 +251,27 @@ async def test_a_sync_of_many_codes_adds_every_one(
     assert await redis.ttl(_slot("K3").key) > 0 and await redis.ttl(_slot("K3").bits_key) > 0
 
 
+async def test_a_rebuilt_pair_short_of_other_workers_scans_never_lowers_a_count(
+    cache: DocumentCache, redis: aioredis.Redis
+) -> None:
+    """Redis lost the pair and rebuilt it from Postgres, which lacks the scans other workers have not flushed yet:
+    this worker goes on showing at least what it showed, until they have added theirs again."""
+    await _counted(redis, _slot("R"), 10)  # rebuilt: Postgres knew 10 of the 50 scans this worker had seen
+    state = replace(_state("R", 1, {"10.0.0.0/24"}), count=50, epoch="before the loss")
+    counter = ScanCounter(None, cache)  # type: ignore[arg-type]  # counting alone asks no store
+
+    await cache.add_scans([state])
+    synced = state.count
+    again = counter.count(_slot("R"), "R", "10.0.0.0/24", Scans(12, AT))  # the first scan read the short pair
+    read = again.count
+    again.count = 52
+    counter.count(_slot("R"), "R", "10.0.0.0/24", Scans(11, AT))  # a later read, still short
+
+    assert synced == 51  # not 11, what the rebuilt pair holds
+    assert read == 12  # a new counter takes what it reads
+    assert again.count == 52 and again.pending == 2
+
+
 async def test_a_code_counts_each_place_once_and_at_most_max_places(
     cache: DocumentCache, redis: aioredis.Redis
 ) -> None:
