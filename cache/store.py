@@ -591,15 +591,21 @@ class DocumentCache:
             self._failed("delete", exc)
 
     async def ping(self) -> bool:
+        """Whether Redis answers; when it does, the skipping after a failure ends (the health check and the scan
+        sync, which pings while Redis is skipped, bring it back within a moment of its return)."""
         try:
             await self._redis.ping()
         except REDIS_ERRORS as exc:
             self._failed("ping", exc)
             return False
+        if not self.is_available:
+            logger.info("redis answers again")
         self._skip_until = 0.0
         return True
 
     def _failed(self, operation: str, exc: BaseException) -> None:
+        """Skip Redis for a while; logged once per outage (failures while skipping are only counted)."""
         self.errors += 1
+        if self.is_available:
+            logger.warning("redis %s failed, serving from postgres: %r", operation, exc)
         self._skip_until = time.monotonic() + keys.REDIS_RETRY_AFTER_S
-        logger.warning("redis %s failed, serving from postgres for %.1fs: %r", operation, keys.REDIS_RETRY_AFTER_S, exc)

@@ -193,7 +193,7 @@ class ScanCounter:
     async def sync(self) -> int:
         """Add the pending scans to Redis, and read again the bitmaps of the blocks in use; on failure the scans
         stay pending for the next try. The number of codes synced."""
-        if not self._cache.is_available:  # Redis failed a moment ago: the scans wait, nothing is tried
+        if not self._cache.is_available and not await self._cache.ping():  # Redis failed, not back yet: scans wait
             return 0
         pending, self._pending = list(self._pending.values()), {}
         if self._resend:  # scans added to pairs Redis lost, not yet in Postgres: a rebuilt pair lacks them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import shutil
 import tempfile
@@ -410,9 +411,12 @@ async def test_connection_refused_raises_a_redis_error() -> None:
         await client.call("PING")
 
 
-async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: EmbeddedRedis, database_url: str) -> None:
-    """With Redis down, the scan sync (4 times a second per worker) tries once, then waits out the back-off with
-    the scans kept pending, instead of failing and logging on every round."""
+async def test_a_scan_sync_without_redis_keeps_the_scans_and_sends_them_once_it_is_back(
+    own_redis: EmbeddedRedis, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With Redis down, each scan sync (4 times a second per worker) only pings it, the scans kept pending and the
+    outage logged once; the first sync after Redis is back sends them and ends the skipping for every request,
+    instead of the whole back-off passing first."""
     client = redis_client(own_redis.url)
     cache = DocumentCache(client)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
@@ -421,16 +425,23 @@ async def test_a_failed_scan_sync_backs_off_like_a_failed_read(own_redis: Embedd
     try:
         counter.count(_slot(code), code, "10.0.0.0/24")
         await asyncio.to_thread(own_redis.stop)
-
-        synced = [await counter.sync() for _ in range(5)]
-
-        assert synced == [0] * 5
-        assert cache.errors == 1  # one attempt, then the back-off
+        with caplog.at_level(logging.WARNING, logger="cache.store"):
+            synced = [await counter.sync() for _ in range(5)]
         state = counter.count(_slot(code), code, "10.0.0.0/24")
-        assert (state.pending, state.shown_count) == (2, 2)  # nothing lost: sent once Redis is back
+        pending_down = (state.pending, state.shown_count)
+        await asyncio.to_thread(own_redis.start)  # empty: the pair is rebuilt from Postgres, which has none yet
+
+        back = await counter.sync()
+        in_redis = await client.hget(_slot(code).key, _slot(code).field)
     finally:
         await client.aclose()
         await pool.close()
+
+    assert synced == [0] * 5 and cache.errors == 5  # a ping each, nothing sent
+    assert len(caplog.records) == 1  # one outage, one warning
+    assert pending_down == (2, 2)
+    assert back == 1 and cache.is_available and state.pending == 0 and state.unflushed == 2
+    assert in_redis is not None and in_redis.split()[0] == b"2"
 
 
 async def test_a_subscription_cancelled_while_it_connects_ends_at_once(redis: aioredis.Redis) -> None:
