@@ -3,7 +3,7 @@
 `bench_dataset()` finds Postgres and Redis the way the product does (DATABASE_URL and REDIS_URL,
 else the usual local ports, else embedded servers it starts), creates a database of its own,
 migrates it, and seeds it through the product's own functions: batches with
-`resolver.registry.add_batch`, package codes (type 4) with `resolver.labels.issue_labels`, one labels
+`resolver.api.registry.add_batch`, package codes (type 4) with `resolver.api.labels.issue_labels`, one labels
 request per batch as a print run would be (so the codes are stored however the product stores
 them: rows or ranges). It seeds the main batch with `code_count` package codes, and groups of
 further batches (`groups`: name -> the package codes of each batch, 0 for none), so that a phase
@@ -34,13 +34,13 @@ from redis.exceptions import ResponseError
 from codegen.creditcode import ALPHABET, make_credit_code
 from codegen.format import parse
 from resolver import db, queries
-from resolver.bodies import BatchIn
-from resolver.documents import CHINA_TZ
-from resolver.embedded import ensure_services
-from resolver.issuer import CodeIssuer
-from resolver.labels import MAX_LABELS_PER_REQUEST, find_batch, issue_labels
-from resolver.registry import add_batch
-from resolver.settings import Settings
+from resolver.api.issuer import CodeIssuer
+from resolver.api.labels import MAX_LABELS_PER_REQUEST, find_batch, issue_labels
+from resolver.api.registry import add_batch
+from resolver.edge.bodies import BatchIn
+from resolver.ops.embedded import ensure_services
+from resolver.ops.settings import Settings
+from resolver.scan.documents import CHINA_TZ
 from schema.migrate import migrate
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ async def _gather_bounded(jobs: Sequence[Awaitable[T]], limit: int) -> list[T]:
 
 
 async def add_batches(pool: asyncpg.Pool, issuer: CodeIssuer, count: int) -> list[str]:
-    """Register `count` batches through resolver.registry.add_batch, BATCHES_PER_PRODUCER per cooperative;
+    """Register `count` batches through resolver.api.registry.add_batch, BATCHES_PER_PRODUCER per cooperative;
     their codes (type 1), in the order registered."""
     today = dt.datetime.now(CHINA_TZ).date()
     producers = [await _add_producer(pool, today) for _ in range(-(-count // BATCHES_PER_PRODUCER))]
@@ -185,7 +185,7 @@ async def add_batches(pool: asyncpg.Pool, issuer: CodeIssuer, count: int) -> lis
 
 
 async def issue_package_codes(pool: asyncpg.Pool, secret: bytes, batch_code: str, count: int) -> list[str]:
-    """`count` package codes of the batch `batch_code` through resolver.labels.issue_labels, in as few labels
+    """`count` package codes of the batch `batch_code` through resolver.api.labels.issue_labels, in as few labels
     requests as its limit allows (one for any print run up to MAX_LABELS_PER_REQUEST); the codes in sequence
     order. No request for 0."""
     issuer = CodeIssuer(secret)

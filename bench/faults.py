@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/faults.py [--scenarios 1,2,3,4,5]
 
-Starts a Postgres and a Redis of its own (resolver/embedded.py, under a temporary directory; it never touches
+Starts a Postgres and a Redis of its own (resolver/ops/embedded.py, under a temporary directory; it never touches
 any other server), migrates the Postgres, and runs each scenario on two fresh in-process workers
 (`resolver.app.create_app`, driven through httpx.ASGITransport) on those servers, with data of its own made
 through the API:
@@ -60,10 +60,10 @@ from codegen.creditcode import make_credit_code
 from codegen.format import CodeType, compose, region_of
 from resolver.app import HEALTH_TIMEOUT_S, create_app
 from resolver.db import REQUEST_WAIT_S
-from resolver.embedded import EmbeddedPostgres, EmbeddedRedis
-from resolver.ratelimit import MAX_BAD
-from resolver.scans import FLUSH_INTERVAL_S
-from resolver.settings import Settings
+from resolver.ops.embedded import EmbeddedPostgres, EmbeddedRedis
+from resolver.ops.settings import Settings
+from resolver.scan.ratelimit import MAX_BAD
+from resolver.scan.scans import FLUSH_INTERVAL_S
 from schema.migrate import migrate
 
 SCENARIO_NUMBERS = (1, 2, 3, 4, 5)

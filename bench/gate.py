@@ -16,7 +16,7 @@ started server and each phase after a warm-up, the same load generator at the sa
                                           scan 1 kg of the gate's batch under a new idempotency key
 
 A scan's answer is sent after the statement of its group committed (synchronous_commit, fsync; a
-worker sends the scans that gather while its last statement runs as one statement, resolver.gate), so
+worker sends the scans that gather while its last statement runs as one statement, resolver.api.gate), so
 an accepted answer is a durable entry. The generator counts accepted answers, other answers and
 errors, and at the end of a run waits for the answers still in flight, so that after the last
 round the gate_entries rows of the database can be compared with the accepted answers the gates
@@ -66,7 +66,7 @@ from resolve import server_env
 from serverproc import ServerProcess
 
 from resolver.db import POOL_MAX_SIZE
-from resolver.documents import CHINA_TZ
+from resolver.scan.documents import CHINA_TZ
 
 DEFAULT_GATES = 32
 DEFAULT_BATCHES = 8  # gate i scans batch i % B: a few lots, each at several gates at once

@@ -3,7 +3,7 @@
     .venv/bin/python bench/labels.py [--codes 1000000] [--rounds 3] [--stream 10000000]
 
 On a database of its own (bench/dataset.py) with one batch, each round issues `--codes` package codes through
-resolver.labels.issue_labels (reserve the range, store it with the commissioning event, commit; no row per code),
+resolver.api.labels.issue_labels (reserve the range, store it with the commissioning event, commit; no row per code),
 then starts `tracecode serve` (one worker) and asks POST /api/v1/batches/{code}/labels for 1,000 codes (the
 server's first label request loads the compiled kernel), for `--codes` and for `--stream` codes, reading the CSV
 answer as it streams and throwing it away. For each: seconds to the answer's first byte (the codes are committed
@@ -33,8 +33,9 @@ from report import OUT_DIR, describe_machine, table
 from serverproc import ServerProcess
 
 from codegen.kernels import warm
-from resolver import db, labels
-from resolver.issuer import CodeIssuer
+from resolver import db
+from resolver.api import labels
+from resolver.api.issuer import CodeIssuer
 
 DEFAULT_CODES = 1_000_000
 DEFAULT_STREAM_CODES = 10_000_000

@@ -53,7 +53,7 @@ from report import OUT_DIR, describe_machine, table
 from serverproc import ServerProcess
 
 from codegen.format import CodeType, compose
-from resolver.documents import CHINA_TZ
+from resolver.scan.documents import CHINA_TZ
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_USERS = 64

@@ -243,7 +243,7 @@ def malformed_phase(data: Dataset) -> Phase:
     """Nothing but a wrong check digit, from one client network: refused before any I/O, with 400 (the parse)
     until the rate limit on bad lookups trips, then 429 (the limit) until its cooldown ends.
 
-    The limit (resolver/ratelimit.py) trips per worker once a network's bad lookups in its 60 s window are 30
+    The limit (resolver/scan/ratelimit.py) trips per worker once a network's bad lookups in its 60 s window are 30
     or more and at least half of its lookups: on a fresh server that is the 30th bad code; after other phases
     it is whenever the window's good lookups are outnumbered or the window rolls over, so the mix of 400 and
     429 depended on phase timing. Run this phase alone on a fresh server (the 429 lasts 60 s and covers the

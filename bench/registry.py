@@ -9,7 +9,7 @@ spread over Qinghai's counties, a tenth of them in 大通县 (630121); three in 
 cooperatives (the kinds coverage counts), and three in four of those had codes issued within the
 last 20 months, so that some are traced and some have lapsed.
 
-Import: `resolver.imports.run_import`, the work the API and `tracecode import` share (parse and check
+Import: `resolver.api.imports.run_import`, the work the API and `tracecode import` share (parse and check
 in Python, COPY into a staging table, set-based checks, insert), timed from the CSV bytes to the
 commit. Coverage: the API handler, in process (ASGI, no network), p50 and p95 over R runs, with and
 without `?breakdown=1`; then the plan of the province query, which must be one index-only scan.
@@ -37,9 +37,11 @@ import httpx
 from starlette.applications import Starlette
 
 from codegen.creditcode import ALPHABET, make_credit_code
-from resolver import db, hooks, problems
-from resolver.embedded import EmbeddedServices, ensure_services
-from resolver.imports import ImportKind, run_import
+from resolver import db
+from resolver.api import hooks
+from resolver.api.imports import ImportKind, run_import
+from resolver.edge import problems
+from resolver.ops.embedded import EmbeddedServices, ensure_services
 from schema.migrate import migrate
 from schema.regions import load_regions
 

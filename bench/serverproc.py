@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def _tracecode_command() -> list[str]:
     script = Path(sys.executable).with_name("tracecode")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "resolver.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "resolver.ops.cli"]
 
 
 async def get_status(url: str, path: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, bytes]:

@@ -3,7 +3,7 @@
 On a fresh database of its own (bench/dataset.py), with its batches registered first, it reads the
 database's size after a CHECKPOINT (`pg_database_size`, and each table with its indexes, TOAST and
 partitions), issues PRINT_RUNS labels requests of PRINT_RUN_CODES package codes each through
-`resolver.labels.issue_labels` (one per batch: a realistic print run), reads the size again the same
+`resolver.api.labels.issue_labels` (one per batch: a realistic print run), reads the size again the same
 way, then issues LARGE_REQUEST_CODES codes in one request, timed to its return (it returns once the
 codes are committed; streaming the CSV answer is separate), and reads the size once more. Every
 request also stores what the product stores with it (the commissioning event, the producer's
@@ -25,12 +25,12 @@ import asyncpg
 from dataset import SEED_POOL_SIZE, add_batches, bench_database
 
 from resolver import db
-from resolver.issuer import CodeIssuer
-from resolver.labels import find_batch, issue_labels
+from resolver.api.issuer import CodeIssuer
+from resolver.api.labels import find_batch, issue_labels
 
 PRINT_RUNS = 1_000  # labels requests, one per batch
 PRINT_RUN_CODES = 1_000  # package codes per request: 1,000,000 in all
-LARGE_REQUEST_CODES = 10_000_000  # the most one labels request may ask (resolver.labels.MAX_LABELS_PER_REQUEST)
+LARGE_REQUEST_CODES = 10_000_000  # the most one labels request may ask (resolver.api.labels.MAX_LABELS_PER_REQUEST)
 CHECKPOINT_TIMEOUT_S = 600.0  # after 10,000,000 rows a checkpoint writes gigabytes
 SIZE_QUERY_TIMEOUT_S = 60.0
 _TABLE_SIZES = """

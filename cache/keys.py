@@ -95,7 +95,7 @@ def _package_pair(region: str, block: int) -> tuple[str, str]:
 
 def bad_lookups_key(client: str) -> str:
     """client (an IPv4 address or IPv6 /64) -> its malformed and never-issued lookups in the current window
-    (resolver.ratelimit), on all workers."""
+    (resolver.scan.ratelimit), on all workers."""
     return f"{KEY_PREFIX}bad:{{{client}}}"
 
 

@@ -4,13 +4,13 @@ Documents are kept by document key: a package code's is its batch code (every pa
 answers the batch's document with its own code put in), any other code's is the code itself. Documents
 are dropped on the invalidation messages that every change publishes (see
 `cache.store.DocumentCache.invalidate_batch`), on the changes this worker reads from Postgres twice a
-second whatever Redis does (resolver.changes: they also say each batch's version, and a copy older than
+second whatever Redis does (resolver.scan.changes: they also say each batch's version, and a copy older than
 that is not kept or served, from here or from Redis), and after LOCAL_TTL_S in any case. While this
 worker is not subscribed (start-up, lost Redis connection) the tier is off and empty, because it could
 miss a message: every scan then goes to Redis.
 
 Scans are counted here and added to Redis's counters a few times a second, then flushed to Postgres
-(resolver.scans), so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
+(resolver.scan.scans), so a warm scan makes no I/O at all; the count shown is Redis's at the last sync plus
 this worker's scans since.
 """
 
@@ -65,7 +65,7 @@ class Entry:
     version: int  # the batch's version the document shows
     expires_at: float
     members: bytes = field(init=False)  # the document's members, without the braces
-    page: tuple[bytes | int, ...] | None = None  # the consumer page, encoded, with holes (see resolver.pages)
+    page: tuple[bytes | int, ...] | None = None  # the consumer page, encoded, with holes (see resolver.scan.pages)
 
     def __post_init__(self) -> None:
         self.members = self.document[1:-1]

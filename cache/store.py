@@ -3,7 +3,7 @@
 Redis is an accelerator, never the source of truth: every error or timeout on the read path is
 logged, counted and answered as a miss, and for a short while afterwards the cache is skipped
 altogether so that a dead Redis costs a scan nothing. Scan counters live here between flushes
-to Postgres (see resolver.scans).
+to Postgres (see resolver.scan.scans).
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ class DocumentCache:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 # The batch id and version ride in front of the document: a worker's local tier indexes it for
-                # invalidation, and no worker serves a copy older than the version it knows (resolver.changes).
+                # invalidation, and no worker serves a copy older than the version it knows (resolver.scan.changes).
                 pipe.set(keys.document_key(doc_key), b"%d %d\n%s" % (batch_id, version, document), ex=ttl_s)
                 pipe.sadd(keys.batch_codes_key(batch_id), doc_key)
                 pipe.expire(keys.batch_codes_key(batch_id), keys.SCANS_TTL_S)

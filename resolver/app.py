@@ -21,32 +21,20 @@ from starlette.routing import Route
 from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from codegen import kernels
-from resolver import (
-    catalog,
-    db,
-    export,
-    gate,
-    gs1,
-    hooks,
-    imports,
-    labels,
-    metrics,
-    openapi,
-    problems,
-    queries,
-    recall,
-    regions_page,
-    registry,
-    resolve,
-)
-from resolver.changes import ChangeFeed
-from resolver.issuer import CodeIssuer
-from resolver.ranges import IssuedRanges
-from resolver.ratelimit import Limiter
-from resolver.responses import ORJSONResponse
-from resolver.scans import ScanCounter
-from resolver.settings import Settings
-from resolver.tasks import Background
+from resolver import db, queries
+from resolver.api import catalog, export, gate, hooks, imports, labels, openapi, recall, registry
+from resolver.api.issuer import CodeIssuer
+from resolver.console import regions
+from resolver.edge import problems
+from resolver.edge.responses import ORJSONResponse
+from resolver.ops import metrics
+from resolver.ops.settings import Settings
+from resolver.ops.tasks import Background
+from resolver.scan import gs1, resolve
+from resolver.scan.changes import ChangeFeed
+from resolver.scan.ranges import IssuedRanges
+from resolver.scan.ratelimit import Limiter
+from resolver.scan.scans import ScanCounter
 from schema.migrate import ensure_event_partitions
 
 logger = logging.getLogger(__name__)
@@ -97,7 +85,7 @@ async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
 
 
 async def _forget_expired_documents(pool: asyncpg.Pool) -> None:
-    """Delete the stored documents past their time (resolver.stored); they are never served, only kept."""
+    """Delete the stored documents past their time (resolver.scan.stored); they are never served, only kept."""
     while True:
         await asyncio.sleep(DOCUMENT_CLEANUP_INTERVAL_S)
         try:
@@ -122,7 +110,7 @@ async def _close(background: Background, redis: aioredis.Redis, pool: asyncpg.Po
 
 
 def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -> Starlette:
-    """The application for `settings`, whose database and Redis URLs must be set (see resolver.cli).
+    """The application for `settings`, whose database and Redis URLs must be set (see resolver.ops.cli).
 
     `query_logger`, when given, sees every query the pool sends (tests count Postgres round trips with it).
     """
@@ -190,7 +178,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *catalog.ROUTES,
             *imports.ROUTES,
             *export.ROUTES,
-            *regions_page.ROUTES,
+            *regions.ROUTES,
             *openapi.ROUTES,
         ],
         exception_handlers={

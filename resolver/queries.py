@@ -5,7 +5,7 @@ from __future__ import annotations
 # The resolved document of one code in one round trip: the code row (or the batch for the
 # national long form), the batch with its product, producer and region names, the chain of
 # events in time order and the certifications that cover the product. Package codes have no row:
-# their document is their batch code's (resolver.ranges).
+# their document is their batch code's (resolver.scan.ranges).
 _DOCUMENT_COLUMNS = """
     b.id AS batch_id, b.trace_code, b.long_code, b.lot, b.quantity, b.unit, b.produced_on, b.expires_on,
     b.origin, b.inspection, b.certificate, b.status, b.recall_reason, b.recalled_at, b.created_at,
@@ -147,7 +147,7 @@ INSERT INTO certifications (kind, number, producer_id, valid_from, valid_to) VAL
 ON CONFLICT (kind, number) DO NOTHING
 """
 
-# Scans counted by one worker since its last sync, added to the totals (resolver.scans: every scan is written here
+# Scans counted by one worker since its last sync, added to the totals (resolver.scan.scans: every scan is written here
 # once, by the worker that counted it, before Redis sees it).
 ADD_SCAN_COUNTS = """
 INSERT INTO scan_counts AS s (code, count, first_at)
@@ -156,7 +156,7 @@ ON CONFLICT (code) DO UPDATE SET count = s.count + excluded.count,
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 
-# The arrays come as text (PostgreSQL's array literals, resolver.scans): asyncpg encodes an array parameter element
+# The arrays come as text (PostgreSQL's array literals, resolver.scan.scans): asyncpg encodes an array parameter element
 # by element in Python, which cost the write of a package code's scans as much as its scan.
 ADD_PACKAGE_SCANS = """
 INSERT INTO package_scans AS s (region_code, seq, count, first_at)
@@ -165,7 +165,7 @@ ON CONFLICT (region_code, seq) DO UPDATE SET count = s.count + excluded.count,
     first_at = least(s.first_at, excluded.first_at), updated_at = now()
 """
 
-# Scan counts of codes from Postgres, when Redis has none to give (resolver.scans): of codes other than package
+# Scan counts of codes from Postgres, when Redis has none to give (resolver.scan.scans): of codes other than package
 # codes; of package codes by (region, sequence number); and of whole blocks of package codes ($3 numbers from each
 # first number), to make a lost scan hash of Redis whole again. LATERAL: an index range scan per block.
 CODE_SCANS = "SELECT code, count, first_at FROM scan_counts WHERE code = ANY ($1::text[])"

@@ -25,8 +25,8 @@ from starlette.applications import Starlette
 
 from codegen.creditcode import make_credit_code
 from resolver.app import create_app
-from resolver.embedded import ensure_services
-from resolver.settings import Settings
+from resolver.ops.embedded import ensure_services
+from resolver.ops.settings import Settings
 from schema.migrate import migrate
 
 # Tests flush this Redis database only; give concurrent runs on one Redis different ones.
@@ -130,7 +130,7 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-BACKGROUND_MARK = "/* tracecode: background */"  # the change feed's polls (resolver.changes), twice a second
+BACKGROUND_MARK = "/* tracecode: background */"  # the change feed's polls (resolver.scan.changes), twice a second
 
 
 @dataclass(eq=False)  # hashable by identity: asyncpg keeps query loggers in a set

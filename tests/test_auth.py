@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from resolver import auth
-from resolver.auth import Principal, hash_token
+from resolver.api import auth
+from resolver.api.auth import Principal, hash_token
 from tests.conftest import Service
 
 LISTEN_TIMEOUT_S = 5.0

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from resolver.embedded import (
+from resolver.ops.embedded import (
     FALLBACK_SERVICE_USER,
     ROOT_FALLBACK_DIR,
     SERVICE_USER,
@@ -40,7 +40,7 @@ is_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root drops privileg
 _ABANDON_SCRIPT = """
 import os, signal, sys, time
 from pathlib import Path
-from resolver.embedded import EmbeddedPostgres
+from resolver.ops.embedded import EmbeddedPostgres
 
 server = EmbeddedPostgres(Path(sys.argv[1]))
 server.start()

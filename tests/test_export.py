@@ -16,8 +16,8 @@ import orjson
 import pytest
 from jsonschema import Draft7Validator, FormatChecker
 
-from resolver.documents import china_today
-from resolver.settings import Settings
+from resolver.ops.settings import Settings
+from resolver.scan.documents import china_today
 from tests.conftest import Service
 from tests.helpers import TRACECODE, register_batch, register_producer, subprocess_env
 

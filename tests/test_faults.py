@@ -22,9 +22,9 @@ import pytest
 from cache import keys
 from resolver.app import create_app
 from resolver.db import REQUEST_WAIT_S
-from resolver.embedded import EmbeddedPostgres, EmbeddedRedis
-from resolver.scans import FLUSH_INTERVAL_S
-from resolver.settings import Settings
+from resolver.ops.embedded import EmbeddedPostgres, EmbeddedRedis
+from resolver.ops.settings import Settings
+from resolver.scan.scans import FLUSH_INTERVAL_S
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Service
 from tests.helpers import issue_labels, register_batch, serving, subprocess_env

@@ -18,9 +18,7 @@ from starlette.types import Message
 from cache import keys
 from codegen.format import compose, is_valid, region_of, type_of
 from resolver import queries
-from resolver.app import create_app
-from resolver.bodies import MAX_BODY_BYTES, read_json
-from resolver.gate import (
+from resolver.api.gate import (
     VOUCHER_BLOCK,
     VOUCHER_LOW,
     GateScanIn,
@@ -31,9 +29,11 @@ from resolver.gate import (
     _request_hash,
     _scan_hash,
 )
-from resolver.issuer import CodeIssuer
-from resolver.problems import Problem
-from resolver.settings import Settings
+from resolver.api.issuer import CodeIssuer
+from resolver.app import create_app
+from resolver.edge.bodies import MAX_BODY_BYTES, read_json
+from resolver.edge.problems import Problem
+from resolver.ops.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import (
     issue_labels,

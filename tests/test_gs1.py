@@ -1,4 +1,4 @@
-"""GS1 Digital Link resolution (resolver.gs1) on the real Postgres and Redis, and the GTIN check (codegen.gtin)."""
+"""GS1 Digital Link resolution (resolver.scan.gs1) on the real Postgres and Redis, and the GTIN check (codegen.gtin)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from codegen.gtin import InvalidGtin, gtin_check_digit, normalise_gtin
-from resolver import gs1
+from resolver.scan import gs1
 from tests.conftest import Service
 from tests.helpers import register_batch, register_producer
 

@@ -15,9 +15,9 @@ import asyncpg
 import httpx
 import pytest
 
-from resolver import hooks
+from resolver.api import hooks
 from resolver.app import create_app
-from resolver.settings import Settings
+from resolver.ops.settings import Settings
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Servers, Service, create_database, drop_database, random_credit_code
 from tests.helpers import register_batch, register_producer

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from resolver import imports
-from resolver.settings import Settings
+from resolver.api import imports
+from resolver.ops.settings import Settings
 from tests.conftest import Service, random_credit_code
 from tests.helpers import TRACECODE, register_producer, subprocess_env
 

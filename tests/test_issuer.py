@@ -6,7 +6,7 @@ import secrets
 import asyncpg
 
 from codegen.format import is_valid, region_of, type_of
-from resolver.issuer import SINGLE_BLOCK, CodeIssuer
+from resolver.api.issuer import SINGLE_BLOCK, CodeIssuer
 
 BLOCK = 2_000
 

@@ -22,9 +22,10 @@ import zxingcpp
 from codegen.format import CodeType, compose, group, is_valid, region_of, type_of
 from codegen.kernels import block_to_strings, issue_block
 from codegen.permute import derive_round_keys
-from resolver import labels, queries
-from resolver.issuer import CodeIssuer
-from resolver.labelsheet import LABEL_HEIGHT_MM, LABEL_WIDTH_MM, MIN_MODULE_MM, LabelSheet
+from resolver import queries
+from resolver.api import labels
+from resolver.api.issuer import CodeIssuer
+from resolver.api.labelsheet import LABEL_HEIGHT_MM, LABEL_WIDTH_MM, MIN_MODULE_MM, LabelSheet
 from tests.conftest import Service
 from tests.helpers import TRACECODE, register_batch, register_producer, run_tracecode, subprocess_env
 

@@ -26,9 +26,9 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from resolver import openapi
+from resolver.api import openapi
 from resolver.app import create_app
-from resolver.settings import Settings
+from resolver.ops.settings import Settings
 from tests.conftest import Servers, Service, migrated_database
 from tests.helpers import batch_body, serving_as_admin
 

@@ -1,4 +1,4 @@
-"""Package codes as ranges (resolver.ranges, migration 0009): found by their range, one document per batch, scan
+"""Package codes as ranges (resolver.scan.ranges, migration 0009): found by their range, one document per batch, scan
 counters only for scanned codes, and the move of package rows from trace_codes."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from cache import keys
 from cache.store import DocumentCache, Fetched
 from codegen.format import CodeType, region_of
 from codegen.permute import issue_one
-from resolver import labels
+from resolver.api import labels
+from resolver.api.issuer import CodeIssuer
 from resolver.app import create_app
-from resolver.issuer import CodeIssuer
-from resolver.settings import Settings
+from resolver.ops.settings import Settings
 from schema.migrate import MigrationError, migrate
 from tests.conftest import SESSION_SECRET, Servers, Service, create_database, drop_database
 from tests.helpers import issue_labels, next_package_code, package_code, register_batch, serving, subprocess_env

@@ -1,4 +1,4 @@
-"""The limit on bad lookups (resolver.ratelimit): an absolute count per client, shared by every worker."""
+"""The limit on bad lookups (resolver.scan.ratelimit): an absolute count per client, shared by every worker."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from codegen.format import compose
-from resolver import ratelimit
-from resolver.ratelimit import Limiter, client_of
+from resolver.scan import ratelimit
+from resolver.scan.ratelimit import Limiter, client_of
 from tests.conftest import Service
 from tests.helpers import register_batch
 

@@ -23,9 +23,9 @@ from cache.local import ScanState
 from cache.resp import RespClient, pack
 from cache.store import DocumentCache, Scans, redis_client
 from resolver.app import create_app
-from resolver.embedded import EmbeddedRedis
-from resolver.scans import ScanCounter
-from resolver.settings import Settings
+from resolver.ops.embedded import EmbeddedRedis
+from resolver.ops.settings import Settings
+from resolver.scan.scans import ScanCounter
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
 

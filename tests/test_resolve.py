@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from codegen.format import check_digits, compose
 from resolver.app import create_app
-from resolver.responses import PAGE_SECURITY_RAW_HEADERS
-from resolver.settings import Settings
+from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS
+from resolver.ops.settings import Settings
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
 

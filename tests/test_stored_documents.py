@@ -1,4 +1,4 @@
-"""Documents kept in Postgres (resolver.stored, migration 0007): served only while current, loaded in groups."""
+"""Documents kept in Postgres (resolver.scan.stored, migration 0007): served only while current, loaded in groups."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from resolver import queries
-from resolver.stored import PostgresDocuments, build_fingerprint
+from resolver.scan.stored import PostgresDocuments, build_fingerprint
 from tests.conftest import Service
 from tests.helpers import register_batch
 
@@ -107,7 +107,7 @@ async def test_gate_scans_and_their_events_leave_the_stored_document_current(
     code, batch_id, documents = await _new_batch(service, pg)
     await documents.load(code)
 
-    # What an accepted gate scan writes to the batch and the chain (resolver.gate): its admitted quantity and
+    # What an accepted gate scan writes to the batch and the chain (resolver.api.gate): its admitted quantity and
     # an event of the new entry, which shows only in the voucher's own document.
     await pg.execute("UPDATE batches SET admitted = admitted + 1 WHERE id = $1", batch_id)
     await pg.execute(

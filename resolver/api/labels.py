@@ -3,7 +3,7 @@
 `POST /api/v1/batches/{trace_code}/labels` `{"count": N}` (admin, or the batch's producer) issues N package codes
 and answers them as CSV (`code,url`, for label-printer software) or, for `Accept: application/json`, as
 `{"batch": ..., "count": N, "url_prefix": ..., "codes": [...]}`. `tracecode labels` does the same from the command
-line, into a CSV file or A4 PDF sheets (see resolver.labelsheet).
+line, into a CSV file or A4 PDF sheets (see resolver.api.labelsheet).
 
 How a request runs, and why:
 
@@ -11,7 +11,7 @@ How a request runs, and why:
    requests, on any process, get disjoint ranges. A range that is never stored is a harmless gap.
 2. One transaction stores the range (one row of `code_ranges`, however many codes: schema/migrations/0009),
    the batch's commissioning event and the producer's last_issued_at: all of it or none. A code is a pure
-   function of its range, so nothing is stored per code (resolver.ranges finds a code's batch from it), and
+   function of its range, so nothing is stored per code (resolver.scan.ranges finds a code's batch from it), and
    10,000,000 codes commit as fast as one.
 3. Only after the commit does the answer start: a stream that makes the codes chunk by chunk from the range
    (the numba kernel, in a worker thread one chunk ahead), so no code is ever answered that is not issued, and
@@ -50,13 +50,13 @@ from codegen.format import CODE_LENGTH, CodeType, region_of, type_of
 from codegen.kernels import CodeBlock, block_to_strings, issue_block
 from codegen.permute import RoundKeys, derive_round_keys
 from resolver import queries
-from resolver.auth import Principal, authenticate, forbidden
-from resolver.bodies import Body, read_json
-from resolver.documents import CHINA_TZ, china_today, status_of
-from resolver.issuer import CodeIssuer
-from resolver.labelsheet import LabelSheet
-from resolver.problems import Problem
-from resolver.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
+from resolver.api.auth import Principal, authenticate, forbidden
+from resolver.api.issuer import CodeIssuer
+from resolver.api.labelsheet import LabelSheet
+from resolver.edge.bodies import Body, read_json
+from resolver.edge.problems import Problem
+from resolver.scan.documents import CHINA_TZ, china_today, status_of
+from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
 
 logger = logging.getLogger(__name__)
 

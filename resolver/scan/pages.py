@@ -12,8 +12,8 @@ import markupsafe
 from cache.store import Scans
 from codegen.format import CodeType
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
-from resolver.documents import CHINA_TZ
-from resolver.problems import Problem
+from resolver.edge.problems import Problem
+from resolver.scan.documents import CHINA_TZ
 
 EVENT_LABELS = {
     "commissioning": "赋码登记",
@@ -62,7 +62,7 @@ def with_scans(page: str, scans: Scans) -> str:
 
 
 def render_document(document: dict[str, Any]) -> str:
-    """The consumer page of a document (resolver.documents: without its code's members), with markers where
+    """The consumer page of a document (resolver.scan.documents: without its code's members), with markers where
     the code, its type and the scan statistics go (see page_parts)."""
     certificate = document.get("certificate") or {}
     return _code_page.render(

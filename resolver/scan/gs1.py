@@ -26,12 +26,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from codegen.gtin import InvalidGtin, normalise_gtin
-from resolver import pages
 from resolver.categories import CERTIFICATION_LABELS
-from resolver.documents import china_today, status_of
-from resolver.problems import Problem
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import ORJSONResponse, PageResponse
+from resolver.edge.problems import Problem
+from resolver.edge.responses import ORJSONResponse, PageResponse
+from resolver.scan import pages
+from resolver.scan.documents import china_today, status_of
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 # The batch that GTIN $1 and lot $2 name, with what its links say about it, in one round trip. Should
 # products of several producers share a GTIN, the most recently registered matching batch wins.

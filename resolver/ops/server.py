@@ -17,7 +17,7 @@ SERVERS: tuple[ServerName, ...] = ("granian", "uvicorn")
 
 
 def serve(host: str, port: int, workers: int, server: ServerName = "granian") -> None:
-    """Serve until interrupted. Workers build the app from the environment (see resolver.settings)."""
+    """Serve until interrupted. Workers build the app from the environment (see resolver.ops.settings)."""
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops

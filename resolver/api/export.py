@@ -36,12 +36,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from resolver import db
-from resolver.auth import authenticate, forbidden
+from resolver.api.auth import authenticate, forbidden
+from resolver.api.hooks import may_see_region, region_or_404, region_param
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
-from resolver.documents import CHINA_TZ
-from resolver.hooks import may_see_region, region_or_404, region_param
-from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.edge.problems import Problem, invalid
+from resolver.scan.documents import CHINA_TZ
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Request bodies come from the pydantic models the routes validate with (`model_json_schema` through
 `models_json_schema`), so the description cannot drift from what the service accepts; every error is
-described as problem details (RFC 9457, resolver.problems). The document is built once, at import, and
+described as problem details (RFC 9457, resolver.edge.problems). The document is built once, at import, and
 answered as the same bytes. tests/test_openapi.py checks that it names exactly the routes the app
 serves, and runs schemathesis against a real server from it.
 """
@@ -20,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver import bodies, catalog, gate, hooks, labels, recall
+from resolver.api import catalog, gate, hooks, labels, recall
+from resolver.api.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
+from resolver.api.imports import IMPORT_MODES, MAX_IMPORT_BYTES
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
-from resolver.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
-from resolver.imports import IMPORT_MODES, MAX_IMPORT_BYTES
-from resolver.problems import PROBLEM_TYPE_BASE
+from resolver.edge import bodies
+from resolver.edge.problems import PROBLEM_TYPE_BASE
 
 API_VERSION: Final = "1.0.0"
 SCHEMA_REF: Final = "#/components/schemas/{model}"

@@ -14,11 +14,11 @@ from starlette.routing import Route
 
 from codegen.format import CodeType
 from resolver import queries
-from resolver.auth import authenticate, forbidden
-from resolver.bodies import Body, MultilineText, read_json
-from resolver.problems import Problem
-from resolver.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.api.auth import authenticate, forbidden
+from resolver.edge.bodies import Body, MultilineText, read_json
+from resolver.edge.problems import Problem
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver import pages
-from resolver.documents import CHINA_TZ
-from resolver.hooks import (
+from resolver.api.hooks import (
     COUNTED_KINDS,
     COVERAGE_LINE,
     TRACED_WINDOW_MONTHS,
@@ -28,9 +26,11 @@ from resolver.hooks import (
     region_or_404,
     unlisted_counts,
 )
-from resolver.problems import Problem
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import PageResponse
+from resolver.edge.problems import Problem
+from resolver.edge.responses import PageResponse
+from resolver.scan import pages
+from resolver.scan.documents import CHINA_TZ
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 # --- queries -------------------------------------------------------------------------------------
 

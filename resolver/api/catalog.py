@@ -22,8 +22,10 @@ from starlette.routing import BaseRoute, Route
 from cache.store import DocumentCache
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import queries
-from resolver.auth import Principal, authenticate, forbidden
-from resolver.bodies import (
+from resolver.api.auth import Principal, authenticate, forbidden
+from resolver.api.hooks import TRACED_WINDOW_MONTHS, Executor, int_param, region_or_404, region_param
+from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
+from resolver.edge.bodies import (
     Body,
     Category,
     ContactText,
@@ -34,11 +36,9 @@ from resolver.bodies import (
     RegionCode,
     read_json,
 )
-from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
-from resolver.hooks import TRACED_WINDOW_MONTHS, Executor, int_param, region_or_404, region_param
-from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.edge.problems import Problem, invalid
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ Every write that changes what a batch's documents show raises the batch's versio
 messages) when it can; this feed makes sure within CHANGES_POLL_S when it cannot: Redis down, frozen,
 partitioned from the worker that changed the batch, restarted, or a message lost. Each poll hands the batches'
 new versions to the in-process tier, which drops their older documents and, from then on, neither keeps nor
-serves a document older than that, from itself or from Redis (resolver.resolve). Postgres's stored documents are
-checked against the version already (resolver.stored).
+serves a document older than that, from itself or from Redis (resolver.scan.resolve). Postgres's stored documents are
+checked against the version already (resolver.scan.stored).
 
 A poll reads the changes of the transactions from its watermark on, in one index range scan, and moves the
 watermark to the oldest transaction still running (see the migration): no change is missed, however long its

@@ -1,7 +1,7 @@
 """Documents from Postgres, in groups: the stored document when it is current, else built and stored.
 
 A resolve that misses this worker's tier and Redis comes here, with a document key: a code other than a
-package code (whose document is its batch code's, see resolver.ranges). The codes that arrive while a group is
+package code (whose document is its batch code's, see resolver.scan.ranges). The codes that arrive while a group is
 running are asked as the next group, in one statement (`cache.batching.Batcher`): the stored
 documents of `code_documents` (schema/migrations/0007_documents.sql) that are still current. A code
 without one is built from the tables as before (`queries.DOCUMENT_BY_CODE`, its own statement), then
@@ -22,8 +22,9 @@ import asyncpg
 import orjson
 
 from cache.batching import Batcher
-from resolver import documents, queries
-from resolver.documents import CHINA_TZ, build_document, cache_ttl_s
+from resolver import queries
+from resolver.scan import documents
+from resolver.scan.documents import CHINA_TZ, build_document, cache_ttl_s
 
 logger = logging.getLogger(__name__)
 

@@ -29,14 +29,14 @@ from cache.singleflight import SingleFlight
 from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
-from resolver import pages
 from resolver.db import within_request_wait
-from resolver.problems import Problem
-from resolver.ranges import IssuedRanges
-from resolver.ratelimit import Limiter, client_of
-from resolver.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
-from resolver.scans import ScanCounter
-from resolver.stored import Loaded, PostgresDocuments
+from resolver.edge.problems import Problem
+from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
+from resolver.scan import pages
+from resolver.scan.ranges import IssuedRanges
+from resolver.scan.ratelimit import Limiter, client_of
+from resolver.scan.scans import ScanCounter
+from resolver.scan.stored import Loaded, PostgresDocuments
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ POSTGRES_ERRORS = (
 class Resolver:
     """Resolves codes to documents: this worker's tier, then Redis, then Postgres (each cold document once per
     worker), where a current stored document is read in one statement with the others asked meanwhile
-    (resolver.stored). A package code's document is its batch's (resolver.ranges), its scan counters its own."""
+    (resolver.scan.stored). A package code's document is its batch's (resolver.scan.ranges), its scan counters
+    its own."""
 
     __slots__ = (
         "_cache", "_flight", "_local", "_postgres", "counter", "postgres_errors", "postgres_loads", "ranges",
@@ -138,7 +139,7 @@ class Resolver:
 
     async def _entry(self, code: str, doc_key: str, fetched: Fetched | None) -> Entry:
         """The document of `doc_key`: the one Redis just gave, unless it is older than the batch's version this
-        worker knows (a change Redis could not be told of, resolver.changes), else from Postgres."""
+        worker knows (a change Redis could not be told of, resolver.scan.changes), else from Postgres."""
         if fetched is not None and fetched.document is not None:
             if fetched.document == keys.NEGATIVE:
                 raise _unknown(code)

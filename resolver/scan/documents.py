@@ -1,7 +1,7 @@
 """The resolved document of a code, built from the one row that `queries.DOCUMENT_BY_CODE` returns.
 
 What is built and kept is the document without the members of the code it answers (`code`, `type`, `url`):
-every answer puts its own code's in front (resolver.resolve), so that all the package codes of a batch share
+every answer puts its own code's in front (resolver.scan.resolve), so that all the package codes of a batch share
 the batch's one document."""
 
 from __future__ import annotations

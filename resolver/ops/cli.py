@@ -19,10 +19,10 @@ from pathlib import Path
 import asyncpg
 
 from resolver import db
-from resolver.auth import ROLES, create_token
-from resolver.embedded import ensure_services
-from resolver.issuer import CodeIssuer
-from resolver.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, SettingsError
+from resolver.api.auth import ROLES, create_token
+from resolver.api.issuer import CodeIssuer
+from resolver.ops.embedded import ensure_services
+from resolver.ops.settings import DEFAULT_HOST, DEFAULT_PORT, Settings, SettingsError
 
 logger = logging.getLogger("tracecode")
 
@@ -61,7 +61,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _demo(settings: Settings) -> None:
-    from resolver.demo import load_demo
+    from resolver.ops.demo import load_demo
 
     assert settings.database_url is not None
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
@@ -89,9 +89,9 @@ LABEL_SUFFIXES = (".csv", ".pdf")
 
 async def _labels(settings: Settings, batch_code: str, count: int, out: Path) -> int:
     from cache.store import REDIS_ERRORS, DocumentCache, redis_client
-    from resolver import labels
-    from resolver.problems import Problem
-    from resolver.resolve import canonical_code
+    from resolver.api import labels
+    from resolver.edge.problems import Problem
+    from resolver.scan.resolve import canonical_code
 
     assert settings.database_url is not None and settings.redis_url is not None
     if not os.environ.get("TRACECODE_PUBLIC_URL"):
@@ -128,7 +128,7 @@ async def _labels(settings: Settings, batch_code: str, count: int, out: Path) ->
 
 
 def _label_count(text: str) -> int:
-    from resolver.labels import MAX_LABELS_PER_REQUEST
+    from resolver.api.labels import MAX_LABELS_PER_REQUEST
 
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LABELS_PER_REQUEST):
         raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_LABELS_PER_REQUEST}, got {text!r}")
@@ -145,7 +145,7 @@ def _label_file(text: str) -> Path:
 
 
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
-    from resolver.imports import import_command
+    from resolver.api.imports import import_command
 
     assert settings.database_url is not None
     return await import_command(
@@ -155,7 +155,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from resolver.export import export_command
+    from resolver.api.export import export_command
 
     assert settings.database_url is not None
     with args.out.open("wb") if args.out else open(sys.stdout.fileno(), "wb", closefd=False) as out:
@@ -179,7 +179,7 @@ BENCH_SUITES = {"peak": "peak.py"}  # `tracecode bench peak ...` runs bench/peak
 
 def _bench(suite: str, args: Sequence[str]) -> int:
     """Run a benchmark script of the source checkout (bench/ is not part of the installed package)."""
-    script = Path(__file__).resolve().parent.parent / "bench" / BENCH_SUITES[suite]
+    script = Path(__file__).resolve().parents[2] / "bench" / BENCH_SUITES[suite]
     if not script.is_file():
         print(
             f"tracecode bench: {script} not found. The benchmarks live in the source checkout's bench/ folder, "
@@ -222,7 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing = commands.add_parser("import", help="import producers or certifications from a CSV file (UTF-8)")
     importing.add_argument("kind", choices=("producers", "certifications"))
-    importing.add_argument("file", type=Path, help="CSV with a header row (see resolver/imports.py for the columns)")
+    importing.add_argument(
+        "file", type=Path, help="CSV with a header row (see resolver/api/imports.py for the columns)"
+    )
     importing.add_argument("--good-rows", action="store_true", help="import the good rows even when others are bad")
     importing.add_argument("--dry-run", action="store_true", help="check the file and report, write nothing")
     exporting = commands.add_parser("export", help="export a region's batches and events of a period")
@@ -287,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert ready.database_url is not None and ready.redis_url is not None
             os.environ["DATABASE_URL"] = ready.database_url
             os.environ["REDIS_URL"] = ready.redis_url
-            from resolver.server import serve
+            from resolver.ops.server import serve
 
             print(f"serving on http://{args.host}:{args.port} with {args.workers} worker(s) ({args.server})")
             serve(args.host, args.port, args.workers, args.server)

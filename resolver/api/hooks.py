@@ -22,12 +22,12 @@ from starlette.routing import BaseRoute, Route
 
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import queries
-from resolver.auth import Principal, authenticate, forbidden
+from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.categories import CATEGORIES, CERTIFICATION_LABELS
-from resolver.documents import CHINA_TZ, china_today
-from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.edge.problems import Problem, invalid
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.documents import CHINA_TZ, china_today
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 # --- queries -------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from resolver.responses import ProblemResponse
+from resolver.edge.responses import ProblemResponse
 
 logger = logging.getLogger(__name__)
 

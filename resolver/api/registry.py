@@ -17,13 +17,13 @@ from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType
 from codegen.longform import compose_long
 from resolver import queries
-from resolver.auth import TOKEN_CACHE_TTL_S, Principal, authenticate, create_token, forbidden, token_cache
-from resolver.bodies import BatchIn, ProducerIn, TokenIn, read_json
+from resolver.api.auth import TOKEN_CACHE_TTL_S, Principal, authenticate, create_token, forbidden, token_cache
+from resolver.api.issuer import CodeIssuer
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
-from resolver.documents import CHINA_TZ
-from resolver.issuer import CodeIssuer
-from resolver.problems import Problem, invalid
-from resolver.responses import ORJSONResponse
+from resolver.edge.bodies import BatchIn, ProducerIn, TokenIn, read_json
+from resolver.edge.problems import Problem, invalid
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.documents import CHINA_TZ
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_TOKEN_ID = 2**63 - 1
 
 async def revoke_token(request: Request) -> Response:
     """DELETE /api/v1/tokens/{id} (admin): the token stops working at once on this worker, on the others as
-    soon as they hear of it, and everywhere within TOKEN_CACHE_TTL_S at the latest (see resolver.auth)."""
+    soon as they hear of it, and everywhere within TOKEN_CACHE_TTL_S at the latest (see resolver.api.auth)."""
     principal = await authenticate(request)
     if not principal.is_admin:
         raise forbidden("只有管理员可以撤销令牌")

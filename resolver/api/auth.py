@@ -24,7 +24,7 @@ from cache.keys import KEY_PREFIX
 from cache.store import db_channel, follow_ids
 from resolver import queries
 from resolver.db import within_request_wait
-from resolver.problems import Problem
+from resolver.edge.problems import Problem
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,10 @@ from starlette.types import Message, Receive, Scope, Send
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse, type_of
 from resolver import queries
-from resolver.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
-from resolver.bodies import (
+from resolver.api.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
+from resolver.api.issuer import CodeIssuer
+from resolver.db import within_request_wait
+from resolver.edge.bodies import (
     MAX_BODY_BYTES,
     Body,
     ContactText,
@@ -47,12 +49,10 @@ from resolver.bodies import (
     check_category,
     read_json,
 )
-from resolver.db import within_request_wait
-from resolver.documents import china_today
-from resolver.issuer import CodeIssuer
-from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.edge.problems import Problem, invalid
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.documents import china_today
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class PendingScan:
     quantity: Decimal
     unit: str
     voucher_code: str
-    package_seq: int | None  # a package code's sequence number: its range names its batch (resolver.ranges)
+    package_seq: int | None  # a package code's sequence number: its range names its batch (resolver.scan.ranges)
     answer: asyncio.Future[asyncpg.Record] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def fail(self, exc: BaseException) -> None:

@@ -15,10 +15,10 @@ import asyncpg
 
 from codegen.creditcode import make_credit_code
 from resolver import queries
-from resolver.bodies import BatchIn
-from resolver.documents import china_today
-from resolver.issuer import CodeIssuer
-from resolver.registry import add_batch
+from resolver.api.issuer import CodeIssuer
+from resolver.api.registry import add_batch
+from resolver.edge.bodies import BatchIn
+from resolver.scan.documents import china_today
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ from cache.keys import SCAN_SYNC_INTERVAL_S, ScanSlot
 from cache.local import ScanState
 from cache.store import NO_SCANS, REDIS_ERRORS, DocumentCache, Scans, is_scanned
 from resolver import queries
-from resolver.documents import CHINA_TZ
+from resolver.scan.documents import CHINA_TZ
 
 logger = logging.getLogger(__name__)
 

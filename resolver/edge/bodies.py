@@ -14,7 +14,7 @@ from starlette.requests import Request
 from codegen.creditcode import is_valid_credit_code
 from codegen.gtin import normalise_gtin
 from resolver.categories import CATEGORIES
-from resolver.problems import Problem
+from resolver.edge.problems import Problem
 
 MAX_BODY_BYTES = 64 * 1024  # 64 KiB: the largest body of the write API is a batch with its inspection items
 EARLIEST_DATE = dt.date(2000, 1, 1)

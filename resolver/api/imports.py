@@ -42,14 +42,14 @@ from starlette.routing import BaseRoute, Route
 from cache.store import DocumentCache, redis_client
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import db
-from resolver.auth import authenticate, forbidden
-from resolver.bodies import is_clean_text
-from resolver.catalog import forget_documents_later, forget_producer_documents
+from resolver.api.auth import authenticate, forbidden
+from resolver.api.catalog import forget_documents_later, forget_producer_documents
+from resolver.api.hooks import flag_param
 from resolver.categories import CATEGORIES
-from resolver.hooks import flag_param
-from resolver.problems import Problem, invalid
-from resolver.resolve import POSTGRES_ERRORS, store_unavailable
-from resolver.responses import ORJSONResponse
+from resolver.edge.bodies import is_clean_text
+from resolver.edge.problems import Problem, invalid
+from resolver.edge.responses import ORJSONResponse
+from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 logger = logging.getLogger(__name__)
 
