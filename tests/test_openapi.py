@@ -1,19 +1,23 @@
-"""The OpenAPI description at /openapi.json: it names exactly the routes the app serves, and schemathesis,
-generating valid and invalid requests from it against a real `tracecode serve` on real Postgres and Redis,
-finds no 5xx and no error that is not problem details."""
+"""The OpenAPI description at /openapi.json: it names exactly the routes the app serves; a walk through the API
+meets every answer it describes, each matching its schema with no member left undescribed and no described member
+unmet; and schemathesis, generating valid and invalid requests from it against a real `tracecode serve` on real
+Postgres and Redis, finds no 5xx and no error that is not problem details."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.result import Ok
@@ -26,10 +30,11 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from resolver.api import openapi
+from resolver.api import answers, openapi
+from resolver.api.export import EXPORT_FORMATS
 from resolver.app import create_app
 from resolver.ops.settings import Settings
-from tests.conftest import Servers, Service, migrated_database
+from tests.conftest import Servers, Service, migrated_database, random_credit_code
 from tests.helpers import batch_body, serving_as_admin
 
 PRODUCER_REGION = "630121"  # 大通回族土族自治县
@@ -80,6 +85,196 @@ def test_the_document_is_valid_openapi() -> None:
     operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
 
     assert len(operations) == len(openapi.document_operations(openapi.DOCUMENT))
+
+
+# --- every answer the document describes, from a walk through the API -----------------------------
+
+ANSWERS = {name: model for name, model in vars(answers).items() if isinstance(model, type) and
+           issubclass(model, answers.Answer)}  # fmt: skip
+Served = tuple[str, str, int, str | None]  # path template, method, status, media type (None: no body)
+
+
+def _described_answers(document: dict[str, Any]) -> set[Served]:
+    """Every answer the document describes other than problem details, in each media type it may come in."""
+    described: set[Served] = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if int(status) < 400:
+                    for media_type in response.get("content") or [None]:
+                        described.add((path, method.upper(), int(status), media_type))
+    return described
+
+
+def _closed(schema: Any) -> Any:
+    """`schema` with every object that lists its members closed to others: an answer with a member the
+    description leaves out fails. (The served document leaves them open: members may be added, SPEC.)"""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed
+
+
+def _members(value: object) -> Iterator[tuple[str, str]]:
+    """(model, member) of each member present in an answer, and in the answers within it."""
+    if isinstance(value, answers.Answer):
+        for name in value.model_fields_set:
+            yield type(value).__name__, name
+            yield from _members(getattr(value, name))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _members(item)
+
+
+@dataclass
+class Walk:
+    """Requests through the API, each answer checked against the document: the status and media type it describes,
+    the schema of that media type (closed to undescribed members), and the answer's model (for its formats)."""
+
+    client: httpx.AsyncClient
+    headers: dict[str, str]
+    served: set[Served] = field(default_factory=set)
+    members: set[tuple[str, str]] = field(default_factory=set)  # (model, member) of answers met
+    components: dict[str, Any] = field(default_factory=lambda: _closed(openapi.DOCUMENT["components"]))
+
+    async def call(
+        self, method: str, template: str, status: int, *, path: Mapping[str, object] | None = None,
+        headers: dict[str, str] | None = None, **kwargs: Any,
+    ) -> httpx.Response:  # fmt: skip
+        url = template.format(**(path or {}))
+        response = await self.client.request(method, url, headers={**self.headers, **(headers or {})}, **kwargs)
+        assert response.status_code == status, f"{method} {url}: {response.status_code} {response.text[:500]}"
+        operation = openapi.DOCUMENT["paths"][template][method.lower()]
+        described = operation["responses"][str(status)]
+        media_type = response.headers.get("content-type", "").split(";")[0].strip() or None
+        if "content" not in described:
+            assert not response.content, f"{method} {url}: a body the document does not describe"
+            media_type = None
+        else:
+            assert media_type is not None and media_type in described["content"], f"{method} {url}: {media_type}"
+            schema = described["content"][media_type]["schema"]
+            if media_type == "application/json" or media_type.endswith("+json"):
+                body = response.json()
+                jsonschema.validate(body, {**schema, "components": self.components}, cls=Draft202012Validator)
+                if "$ref" in schema:
+                    answer = ANSWERS[schema["$ref"].rsplit("/", 1)[1]].model_validate_json(response.content)
+                    self.members.update(_members(answer))
+        self.served.add((template, method, status, media_type))
+        return response
+
+
+async def test_every_answer_the_document_describes_is_what_the_service_answers(service: Service) -> None:
+    walk = Walk(service.client, service.admin_headers)
+    today = dt.date.today()
+    await walk.call("GET", "/livez", 200)
+    await walk.call("GET", "/healthz", 200)
+    await walk.call("GET", "/metrics", 200)
+    await walk.call("GET", "/openapi.json", 200)
+    await walk.call("OPTIONS", "/.well-known/gs1resolver", 204)
+    await walk.call("GET", "/.well-known/gs1resolver", 200)
+
+    # access
+    token = (await walk.call("POST", "/api/v1/tokens", 201, json={"role": "regulator", "scope": "630121"})).json()
+    await walk.call("DELETE", "/api/v1/tokens/{id}", 204, path={"id": token["id"]})
+
+    # the registry
+    credit_code, other = random_credit_code(), random_credit_code()
+    for code in (credit_code, other):
+        producer = {"credit_code": code, "name": f"测试合作社{code[-4:]}", "kind": "cooperative",
+                    "region_code": "630121"}  # fmt: skip
+        await walk.call("POST", "/api/v1/producers", 201, json=producer)
+    by_code = {"credit_code": credit_code}
+    await walk.call("GET", "/api/v1/producers", 200, params={"region": "630121", "limit": "1"})
+    await walk.call("GET", "/api/v1/producers/{credit_code}", 200, path=by_code)
+    await walk.call("PATCH", "/api/v1/producers/{credit_code}", 200, path=by_code, json={"contact": "0971-1234567"})
+    gtin = "06901234567892"
+    product = {"name": "大通牦牛肉", "category": "yak", "gtin": gtin}
+    created = await walk.call("POST", "/api/v1/producers/{credit_code}/products", 201, path=by_code, json=product)
+    await walk.call("GET", "/api/v1/producers/{credit_code}/products", 200, path=by_code)
+    await walk.call("GET", "/api/v1/products/{id}", 200, path={"id": created.json()["id"]})
+    await walk.call("PATCH", "/api/v1/products/{id}", 200, path={"id": created.json()["id"]}, json={"name": "牦牛肉"})
+    product["name"] = "牦牛肉"
+    spare = await walk.call("POST", "/api/v1/producers/{credit_code}/products", 201, path=by_code,
+                            json={"name": "藏羊肉", "category": "tibetan_sheep"})  # fmt: skip
+    await walk.call("DELETE", "/api/v1/products/{id}", 204, path={"id": spare.json()["id"]})
+    certifications = []
+    for code, covered in ((credit_code, None), (other, {"name": "青稞", "category": "highland_barley"})):
+        certification = {"kind": "green", "number": f"LB-{code[-6:]}", "credit_code": code, "product": covered,
+                         "valid_from": "2025-01-01", "valid_to": "2028-12-31"}  # fmt: skip
+        certifications.append((await walk.call("POST", "/api/v1/certifications", 201, json=certification)).json())
+    by_id = {"id": certifications[0]["id"]}
+    await walk.call("GET", "/api/v1/certifications", 200, params={"credit_code": credit_code})
+    await walk.call("GET", "/api/v1/certifications/{id}", 200, path=by_id)
+    await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json={"valid_to": "2029-12-31"})
+    csv = {"Content-Type": "text/csv"}
+    rows = f"credit_code,name,kind,region_code,contact\r\n{random_credit_code()},导入合作社,cooperative,630121,\r\n"
+    await walk.call("POST", "/api/v1/imports/producers", 200, content=rows.encode(), headers=csv)
+    good = f"organic,OC-{credit_code[-6:]},{credit_code},大通青稞,highland_barley,2025-01-01,2027-12-31"
+    bad = good.replace("OC-", "OC-X").replace("highland_barley", "no_such_category")
+    rows = "\r\n".join(("kind,number,credit_code,product_name,product_category,valid_from,valid_to", good, bad, good))
+    await walk.call("POST", "/api/v1/imports/certifications", 200, content=rows.encode(), headers=csv,
+                    params={"mode": "good_rows"})  # fmt: skip
+
+    # batches, and what resolves them
+    body = batch_body(credit_code, product=product)
+    batch = (await walk.call("POST", "/api/v1/batches", 201, json=body)).json()
+    await walk.call("GET", "/api/v1/codes/{code}", 200, path={"code": batch["trace_code"]})
+    by_trace_code = {"trace_code": batch["trace_code"]}
+    await walk.call("POST", "/api/v1/batches/{trace_code}/labels", 201, path=by_trace_code, json={"count": 3},
+                    headers={"Accept": "application/json"})  # fmt: skip
+    await walk.call("POST", "/api/v1/batches/{trace_code}/labels", 201, path=by_trace_code, json={"count": 2})
+    await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]}, headers={"Accept": "text/html"})
+    await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]},
+                    headers={"Accept": "application/json"})  # fmt: skip
+    link = {"gtin": gtin, "lot": body["lot"]}
+    await walk.call("GET", "/01/{gtin}/10/{lot}", 200, path=link, params={"linkType": "linkset"})
+    await walk.call("GET", "/01/{gtin}/10/{lot}", 307, path=link)
+    await walk.call("OPTIONS", "/01/{gtin}/10/{lot}", 204, path=link)
+
+    # a market's gate, a trade
+    market = await walk.call("POST", "/api/v1/markets", 201, json={"name": "海湖批发市场", "region_code": "630103"})
+    scope = f"{market.json()['id']}/north-1"
+    gate = (await walk.call("POST", "/api/v1/tokens", 201, json={"role": "gate", "scope": scope})).json()
+    gate_headers = {"Authorization": f"Bearer {gate['token']}"}
+    scan = {"code": batch["trace_code"], "quantity": 50, "unit": "kg", "idempotency_key": "walk-1"}
+    decision = await walk.call("POST", "/api/v1/gate/scans", 200, json=scan, headers=gate_headers)
+    await walk.call("POST", "/api/v1/gate/scans", 200, json={**scan, "code": "12345", "idempotency_key": "walk-2"},
+                    headers=gate_headers)  # fmt: skip
+    voucher = decision.json()["voucher_code"]
+    trade = {"voucher_code": voucher, "buyer": {"name": "城中区刘记牛羊肉店"}, "quantity": 20, "unit": "kg",
+             "idempotency_key": "walk-3"}  # fmt: skip
+    circulation = (await walk.call("POST", "/api/v1/trades", 201, json=trade)).json()["circulation_code"]
+    await walk.call("POST", "/api/v1/trades", 200, json=trade)
+    for code in (voucher, circulation):
+        await walk.call("GET", "/api/v1/codes/{code}", 200, path={"code": code})
+
+    # the four hooks
+    await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630121"})
+    await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630100"}, params={"breakdown": "1"})
+    for code in (credit_code, random_credit_code()):  # registered, and not
+        await walk.call("GET", "/api/v1/eligibility/{credit_code}", 200, path={"credit_code": code})
+    await walk.call("GET", "/api/v1/certifications/unlisted", 200, params={"region": "630121"})
+    period = {"region": "630121", "from": (today - dt.timedelta(days=1)).isoformat(), "to": today.isoformat()}
+    for export_format in EXPORT_FORMATS:
+        await walk.call("GET", "/api/v1/exports/batches", 200, params={**period, "format": export_format})
+    await walk.call("GET", "/regions/{code}", 200, path={"code": "630121"})
+
+    # a recall, twice, and the document it leaves; then what can be deleted
+    by_batch = {"code": batch["trace_code"]}
+    await walk.call("POST", "/api/v1/batches/{code}/recall", 200, path=by_batch, json={"reason": "兽药残留超标"})
+    await walk.call("POST", "/api/v1/batches/{code}/recall", 200, path=by_batch, json={"reason": "again"})
+    await walk.call("GET", "/api/v1/codes/{code}", 200, path=by_batch)
+    await walk.call("DELETE", "/api/v1/certifications/{id}", 204, path={"id": certifications[1]["id"]})
+    await walk.call("DELETE", "/api/v1/producers/{credit_code}", 204, path={"credit_code": other})
+
+    assert _described_answers(openapi.DOCUMENT) - walk.served == set(), "described answers the walk never met"
+    described = {(name, member) for name, model in ANSWERS.items() for member in model.model_fields}
+    problems = {(name, member) for name, member in described if name in ("Problem", "FieldError")}
+    assert described - problems - walk.members == set(), "described members no answer of the walk had"
 
 
 # --- schemathesis against a real server ----------------------------------------------------------

@@ -1,278 +1,50 @@
 """The API described as OpenAPI 3.1, served at GET /openapi.json.
 
-Request bodies come from the pydantic models the routes validate with (`model_json_schema` through
-`models_json_schema`), so the description cannot drift from what the service accepts; every error is
-described as problem details (RFC 9457, resolver.edge.problems). The document is built once, at import, and
-answered as the same bytes. tests/test_openapi.py checks that it names exactly the routes the app
-serves, and runs schemathesis against a real server from it.
+Every operation is one row of OPERATIONS: method, path, the pydantic model of its request body (what the route
+validates with), the model of its answer (resolver.api.answers), the roles whose tokens it accepts, and the
+problems it may answer beyond those its roles and body imply. Request and answer schemas both come from the models
+(`models_json_schema`), so the description cannot drift from what the service accepts or answers; every error is
+described as problem details (RFC 9457, resolver.edge.problems). The document is built once, at import, and answered
+as the same bytes. tests/test_openapi.py checks that it names exactly the routes the app serves, validates every
+answer of a walk through the API against it, and runs schemathesis against a real server from it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver.api import catalog, gate, hooks, labels, recall
+from resolver.api import answers, catalog, gate, hooks, labels, recall
 from resolver.api.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
 from resolver.api.imports import IMPORT_MODES, MAX_IMPORT_BYTES
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
 from resolver.edge import bodies
-from resolver.edge.problems import PROBLEM_TYPE_BASE
 
 API_VERSION: Final = "1.0.0"
 SCHEMA_REF: Final = "#/components/schemas/{model}"
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 JSON: Final = "application/json"
 HTML: Final = "text/html"
+TEXT: Final = "text/plain"
 # Methods Starlette adds on its own (HEAD beside GET); they answer like the method they stand for.
 IMPLIED_METHODS: Final = frozenset({"HEAD"})
 _CONVERTOR: Final = re.compile(r"\{(\w+):\w+\}")
 
-BODY_MODELS: Final[Sequence[type[BaseModel]]] = (
-    bodies.TokenIn,
-    bodies.ProducerIn,
-    bodies.BatchIn,
-    bodies.ProductIn,
-    catalog.ProducerPatch,
-    catalog.ProductPatch,
-    catalog.CertificationIn,
-    catalog.CertificationPatch,
-    gate.MarketIn,
-    gate.GateScanIn,
-    gate.TradeIn,
-    recall.RecallIn,
-    labels.LabelsIn,
-)
-
-# --- schemas of answers --------------------------------------------------------------------------
+# --- pieces of operations ------------------------------------------------------------------------
 
 _STRING: Final = {"type": "string"}
 _INTEGER: Final = {"type": "integer"}
-_NULLABLE_STRING: Final = {"type": ["string", "null"]}
-_DATE: Final = {"type": "string", "format": "date"}
-_NULLABLE_DATE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
 _REGION_CODE: Final = {"type": "string", "pattern": "^[0-9]{6}$"}
-
-
-def _object(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An object with these required and optional members; members beyond them may be added (SPEC)."""
-    return {"type": "object", "required": list(required), "properties": {**required, **(optional or {})}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": SCHEMA_REF.format(model=name)}
-
-
-_ANSWER_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
-    "Problem": {
-        **_object(
-            {
-                "type": {"type": "string", "format": "uri", "description": f"{PROBLEM_TYPE_BASE}{{code}}"},
-                "title": _STRING,
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "detail": _STRING,
-                "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "description": "stable, machine-readable"},
-            },
-            {
-                "field": {"type": "string", "description": "the body member or query parameter at fault"},
-                "errors": {
-                    "type": "array",
-                    "items": _object({"field": _STRING, "message": _STRING, "type": _STRING}),
-                },
-                "reason": _STRING,
-            },
-        ),
-        "description": "RFC 9457 problem details; `code` is stable, `title` and `detail` are in Chinese.",
-    },
-    "Health": _object(
-        {
-            "status": {"enum": ["ok", "degraded"]},
-            "postgres": {"enum": ["ok", "down"]},
-            "redis": {"enum": ["ok", "down"]},
-        }
-    ),
-    "Token": _object(
-        {
-            "id": _INTEGER,
-            "token": _STRING,
-            "role": {"enum": ["admin", "regulator", "producer", "gate"]},
-            "scope": _STRING,
-        }
-    ),  # fmt: skip
-    "Producer": _object(
-        {
-            "id": _INTEGER,
-            "credit_code": _STRING,
-            "name": _STRING,
-            "kind": {"enum": list(PRODUCER_KIND_LABELS)},
-            "region_code": _REGION_CODE,
-            "region_name": _STRING,
-        },
-        {
-            "kind_label": _STRING,
-            "contact": _STRING,
-            "batch_count": _INTEGER,
-            "last_issued_at": _NULLABLE_DATE_TIME,
-            "traced": {"type": "boolean"},
-        },
-    ),  # fmt: skip
-    "IssuedBatch": _object(
-        {
-            "trace_code": {"type": "string", "pattern": "^1[0-9]{19}$"},
-            "long_code": _STRING,
-            "url": _STRING,
-            "batch_id": _INTEGER,
-            "type": {"const": "production_batch"},
-        },
-    ),  # fmt: skip
-    "CodeDocument": _object(
-        {
-            "code": _STRING,
-            "type": {"enum": ["production_batch", "circulation_batch", "market_entry", "package"]},
-            "status": {"enum": ["active", "recalled", "expired"]},
-            "product": {"type": "object"},
-            "producer": {"type": "object"},
-            "batch": {"type": "object"},
-            "chain": {"type": "array"},
-            "scans": _object({"count": _INTEGER, "first_at": _NULLABLE_STRING}),
-        },
-        {
-            "inspection": {"type": ["object", "null"]},
-            "certificate": {"type": ["object", "null"]},
-            "certifications": {"type": ["array", "null"]},
-        },
-    ),  # fmt: skip
-    "Market": _object({"id": _INTEGER, "name": _STRING, "region_code": _REGION_CODE}),
-    "GateDecision": _object(
-        {
-            "decision": {"enum": ["accept", "reject"]},
-            "reasons": {"type": "array", "items": _object({"code": _STRING, "message": _STRING})},
-            "voucher_code": {"type": ["string", "null"], "pattern": "^3[0-9]{19}$"},
-        },
-        {"replay": {"type": "boolean"}},
-    ),  # fmt: skip
-    "Trade": _object(
-        {
-            "circulation_code": {"type": "string", "pattern": "^2[0-9]{19}$"},
-            "url": _STRING,
-            "replay": {"type": "boolean"},
-        }
-    ),  # fmt: skip
-    "Recall": _object(
-        {
-            "status": {"const": "recalled"},
-            "reason": _STRING,
-            "recalled_at": {"type": "string", "format": "date-time"},
-            "already_recalled": {"type": "boolean"},
-            "caches_invalidated": {"type": "boolean"},
-        }
-    ),  # fmt: skip
-    "Labels": _object(
-        {
-            "batch": _STRING,
-            "count": _INTEGER,
-            "url_prefix": _STRING,
-            "codes": {"type": "array", "items": {"type": "string", "pattern": "^4[0-9]{19}$"}},
-        }
-    ),  # fmt: skip
-    "Product": _object(
-        {
-            "id": _INTEGER,
-            "name": _STRING,
-            "category": _STRING,
-            "gtin": _NULLABLE_STRING,
-            "producer_credit_code": _STRING,
-        },
-        {"category_label": _STRING, "last_issued_at": _NULLABLE_DATE_TIME},
-    ),  # fmt: skip
-    "Certification": _object(
-        {
-            "id": _INTEGER,
-            "kind": {"enum": list(CERTIFICATION_LABELS)},
-            "number": _STRING,
-            "valid_from": _DATE,
-            "valid_to": _DATE,
-            "producer": {"type": "object"},
-            "product": {"type": ["object", "null"]},
-        },
-        {"kind_label": _STRING},
-    ),  # fmt: skip
-    "ProducerPage": _object(
-        {
-            "count": _INTEGER,
-            "items": {"type": "array", "items": _ref("Producer")},
-            "next_after": {"type": ["integer", "null"]},
-        }
-    ),  # fmt: skip
-    "ProductList": _object({"count": _INTEGER, "items": {"type": "array", "items": _ref("Product")}}),
-    "CertificationPage": _object(
-        {
-            "count": _INTEGER,
-            "items": {"type": "array", "items": _ref("Certification")},
-            "next_after": {"type": ["integer", "null"]},
-        }
-    ),  # fmt: skip
-    "Coverage": _object(
-        {
-            "region_code": _REGION_CODE,
-            "region_name": _STRING,
-            "level": _INTEGER,
-            "registered": _INTEGER,
-            "traced": _INTEGER,
-            "ratio": {"type": ["number", "null"]},
-            "meets_line": {"type": "boolean"},
-            "line": {"type": "number"},
-        },
-        {"counties": {"type": "array", "items": {"type": "object"}}},
-    ),  # fmt: skip
-    "UnlistedPage": _object(
-        {
-            "region_code": _REGION_CODE,
-            "region_name": _STRING,
-            "count": _INTEGER,
-            "items": {"type": "array", "items": {"type": "object"}},
-            "next_after": {"type": ["integer", "null"]},
-        }
-    ),  # fmt: skip
-    "Eligibility": _object(
-        {
-            "credit_code": _STRING,
-            "registered": {"type": "boolean"},
-            "traced": {"type": "boolean"},
-            "reasons": {"type": "array", "items": _object({"code": _STRING, "message": _STRING})},
-            "eligible": _object({"brand": {"type": "boolean"}, "fair": {"type": "boolean"}}),
-        },
-    ),  # fmt: skip
-    "ImportReport": _object(
-        {
-            "kind": {"enum": ["producers", "certifications"]},
-            "mode": {"enum": list(IMPORT_MODES)},
-            "dry_run": {"type": "boolean"},
-            "rows": _INTEGER,
-            "imported": _INTEGER,
-            "skipped": _INTEGER,
-            "error_count": _INTEGER,
-            "errors": {
-                "type": "array",
-                "items": _object({"line": _INTEGER, "field": _NULLABLE_STRING, "reason": _STRING, "message": _STRING}),
-            },
-        },
-    ),  # fmt: skip
-    "Linkset": _object({"linkset": {"type": "array", "items": {"type": "object"}}}),
-    "ResolverDescription": _object(
-        {"name": _STRING, "resolverRoot": _STRING, "supportedPrimaryKeys": {"type": "array"}}
-    ),
-}
-
-# --- pieces of operations ------------------------------------------------------------------------
 
 _ERROR_DESCRIPTIONS: Final = {
     400: "Malformed request: a code, GTIN or lot that does not parse, or a body that is not UTF-8 JSON",
@@ -286,13 +58,49 @@ _ERROR_DESCRIPTIONS: Final = {
     429: "Too many malformed or never-issued codes from this client: wait `Retry-After` seconds",
     503: "Postgres unavailable: retry after `Retry-After` seconds; nothing was written",
 }
-_PUBLIC_ERRORS: Final = (503,)
-_WRITE_ERRORS: Final = (400, 401, 403, 413, 415, 422, 503)  # a JSON body, a token
-_READ_ERRORS: Final = (401, 403, 503)  # a token, no body
+_TOKEN_PROBLEMS: Final = (401, 403)
+_BODY_PROBLEMS: Final = (400, 413, 415, 422)
+_STORE_PROBLEMS: Final = (503,)
+
+ADMIN: Final = ("admin",)
+ADMIN_REGULATOR: Final = ("admin", "regulator")
+REGISTRY_READERS: Final = ("admin", "regulator", "producer")  # a regulator its region, a producer itself
+ADMIN_PRODUCER: Final = ("admin", "producer")
 
 
-def _problem_response(status: int, *, html: bool = False) -> dict[str, Any]:
-    content: dict[str, Any] = {PROBLEM_MEDIA_TYPE: {"schema": _ref("Problem")}}
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": SCHEMA_REF.format(model=name)}
+
+
+Schema = type[BaseModel] | dict[str, Any]  # a model, whose schema goes to the components, or a schema
+
+
+def _answer(description: str, *content: tuple[str, Schema], **extra: Any) -> dict[str, Any]:
+    """An answer: its description, and the schema of each media type it may come in."""
+    response: dict[str, Any] = {"description": description, **extra}
+    if content:
+        response["content"] = {media_type: {"schema": schema} for media_type, schema in content}
+    return response
+
+
+def _referred(response: dict[str, Any]) -> dict[str, Any]:
+    """`response` with each model in its content replaced by a reference to the model's schema."""
+    if "content" not in response:
+        return response
+    content = {media_type: {"schema": _schema_of(media["schema"])} for media_type, media in response["content"].items()}
+    return {**response, "content": content}
+
+
+def _schema_of(schema: Schema) -> dict[str, Any]:
+    return _ref(schema.__name__) if isinstance(schema, type) else schema
+
+
+def _json(description: str, model: type[BaseModel]) -> dict[str, Any]:
+    return _answer(description, (JSON, model))
+
+
+def _problem(status: int, *, html: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {PROBLEM_MEDIA_TYPE: {"schema": _ref(answers.Problem.__name__)}}
     if html:  # pages answer a browser with the same error as a Chinese page
         content[HTML] = {"schema": _STRING}
     response: dict[str, Any] = {"description": _ERROR_DESCRIPTIONS[status], "content": content}
@@ -301,64 +109,12 @@ def _problem_response(status: int, *, html: bool = False) -> dict[str, Any]:
     return response
 
 
-def _ok(description: str, schema: dict[str, Any] | None = None, *, media_type: str = JSON) -> dict[str, Any]:
-    if schema is None:
-        return {"description": description}
-    return {"description": description, "content": {media_type: {"schema": schema}}}
-
-
-def _path(name: str, description: str, schema: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": schema or _STRING, **extra}  # fmt: skip
+def _path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema or _STRING}
 
 
 def _query(name: str, description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": _ref(model.__name__)}}}
-
-
-def _operation(
-    operation_id: str,
-    summary: str,
-    tag: str,
-    responses: dict[int, dict[str, Any]],
-    *,
-    errors: Iterable[int] = _PUBLIC_ERRORS,
-    html_errors: bool = False,
-    secured: bool = False,
-    parameters: Sequence[dict[str, Any]] = (),
-    body: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    all_responses = {str(status): response for status, response in responses.items()}
-    for status in sorted(set(errors)):
-        all_responses[str(status)] = _problem_response(status, html=html_errors)
-    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
-    if parameters:
-        operation["parameters"] = list(parameters)
-    if body is not None:
-        operation["requestBody"] = body
-    operation["responses"] = all_responses
-    operation["security"] = [{"bearer": []}] if secured else []
-    return operation
-
-
-_CODE = _path("code", "a trace code: 20 digits (spaces, dashes or a full /t/ URL accepted) or the national long form")
-_BATCH_CODE = _path("code", "a production batch code (type 1) or its national long form")
-_CREDIT_CODE = _path("credit_code", "unified social credit code (GB 32100-2015), 18 characters")
-_ID = _path("id", "record id", {"type": "integer", "minimum": 0})
-_REGION_PATH = _path("code", "GB/T 2260 region code: a county, prefecture or province", _REGION_CODE)
-_AFTER = _query("after", "page after this id (`next_after` of the last page)", {"type": "integer", "minimum": 0,
-                                                                                 "maximum": 2**62})  # fmt: skip
-# An optional filter left empty (`?region=`) means "any", as a form with an empty field sends it.
-_REGION_FILTER = _query(
-    "region",
-    "only records of this region and those under it (empty: any)",
-    {"type": "string", "pattern": "^([0-9]{6})?$"},
-)
-_CREDIT_FILTER = _query("credit_code", "only this producer (empty: any)", _STRING)
 
 
 def _choice_filter(name: str, choices: Iterable[str]) -> dict[str, Any]:
@@ -369,18 +125,36 @@ def _limit(default: int, maximum: int) -> dict[str, Any]:
     return _query("limit", f"page size (default {default})", {"type": "integer", "minimum": 1, "maximum": maximum})
 
 
-_CODE_ERRORS: Final = (400, 404, 429, 503)
-_LINK_HEADERS: Final = {"Link": {"schema": _STRING, "description": "RFC 8288 links of the batch and its linkset"}}
+_CODE = _path("code", "a trace code: 20 digits (spaces, dashes or a full /t/ URL accepted) or the national long form")
+_BATCH_CODE = _path("code", "a production batch code (type 1) or its national long form")
+_CREDIT_CODE = _path("credit_code", "unified social credit code (GB 32100-2015), 18 characters")
+_ID = _path("id", "record id", {"type": "integer", "minimum": 0})
+_REGION_PATH = _path("code", "GB/T 2260 region code: a county, prefecture or province", _REGION_CODE)
+_REGION_QUERY = _query("region", "region code", _REGION_CODE, required=True)
+_AFTER = _query("after", "page after this id (`next_after` of the last page)",
+                {"type": "integer", "minimum": 0, "maximum": 2**62})  # fmt: skip
+# An optional filter left empty (`?region=`) means "any", as a form with an empty field sends it.
+_REGION_FILTER = _query("region", "only records of this region and those under it (empty: any)",
+                        {"type": "string", "pattern": "^([0-9]{6})?$"})  # fmt: skip
+_CREDIT_FILTER = _query("credit_code", "only this producer (empty: any)", _STRING)
+_PAGE = _limit(catalog.PAGE_DEFAULT, catalog.PAGE_MAX)
+_PREFLIGHT_PARAMETERS: Final = (_path("gtin", "anything: a preflight is answered alike"),
+                                _path("lot", "anything: a preflight is answered alike"))  # fmt: skip
 _GS1_PARAMETERS: Final = (
     _path("gtin", "GTIN-8, -12, -13 or -14 (AI 01)", {"type": "string", "pattern": "^[0-9]{8,14}$"}),
-    _path("lot", "batch or lot number (AI 10), 1 to 20 GS1 characters, percent-encoded", {"type": "string"}),
+    _path("lot", "batch or lot number (AI 10), 1 to 20 GS1 characters, percent-encoded"),
+    _query("linkType", "`linkset`, `all`, or a GS1 link type (`gs1:pip`, ...)", _STRING),
 )
-
 _DATE_RANGE: Final = {
     "type": "string",
     "format": "date",
     "description": f"{EARLIEST_EXPORT_DATE}..{LATEST_EXPORT_DATE}",
 }
+_EXPORT_PARAMETERS: Final = (
+    _REGION_QUERY, _query("from", "first day", _DATE_RANGE, required=True),
+    _query("to", "last day", _DATE_RANGE, required=True),
+    _query("format", "national (default) or epcis", {"enum": list(EXPORT_FORMATS)}),
+)  # fmt: skip
 _IMPORT_PARAMETERS: Final = (
     _query("mode", "all_or_nothing (default) or good_rows", {"enum": list(IMPORT_MODES)}),
     _query("dry_run", "check only, import nothing", {"type": "boolean"}),
@@ -388,233 +162,253 @@ _IMPORT_PARAMETERS: Final = (
 _CSV_BODY: Final = {
     "required": True,
     "description": f"UTF-8 CSV with a header row, at most {MAX_IMPORT_BYTES // (1024 * 1024)} MiB",
-    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "content": {"text/csv": {"schema": _STRING}},
 }
 
-# --- the document --------------------------------------------------------------------------------
+_LINK_HEADERS: Final = {"Link": {"schema": _STRING, "description": "RFC 8288 links of the batch and its linkset"}}
+_PREFLIGHT: Final = {204: _answer("allowed methods and headers")}
+_DELETED: Final = {204: _answer("deleted")}
+_PAGE_OR_DOCUMENT: Final = {200: _answer("the page, or the document", (HTML, _STRING), (JSON, answers.CodeDocument))}
+_DIGITAL_LINK: Final = {
+    200: _answer("the RFC 9264 linkset (`linkType=linkset`, or Accept prefers JSON)",
+                 ("application/linkset+json", answers.Linkset), headers=_LINK_HEADERS),
+    307: _answer("to the link of the asked type (default: the consumer page)",
+                 headers={"Location": {"schema": _STRING, "required": True}, **_LINK_HEADERS}),
+}  # fmt: skip
+_EXPORT: Final = {
+    200: _answer(
+        "JSON lines in the national platform's names, or EPCIS 2.0 JSON-LD",
+        (MEDIA_TYPES["national"], _STRING),
+        (MEDIA_TYPES["epcis"], answers.EpcisDocument),
+    )
+}
+_LABELS: Final = {201: _answer("the codes", ("text/csv", _STRING), (JSON, answers.Labels))}
+_TRADE: Final = {200: _json("a replay", answers.Trade), 201: _json("the circulation code", answers.Trade)}
 
 
-def _paths() -> dict[str, dict[str, Any]]:
-    return {
-        "/livez": {"get": _operation("livez", "Liveness: the process answers (no I/O)", "operations",
-                                     {200: _ok("ok", _STRING, media_type="text/plain")}, errors=())},
-        "/healthz": {"get": _operation("healthz", "Health of Postgres and Redis (`degraded` when one is away)",
-                                       "operations", {200: _ok("health", _ref("Health"))}, errors=())},
-        "/metrics": {"get": _operation("metrics", "Prometheus metrics, summed over the live workers", "operations",
-                                       {200: _ok("Prometheus text format", _STRING, media_type="text/plain")},
-                                       errors=())},
-        "/openapi.json": {"get": _operation("openapi", "This description (OpenAPI 3.1)", "operations",
-                                            {200: _ok("the OpenAPI document", {"type": "object"})}, errors=())},
-        "/t/{code}": {"get": _operation(
-            "consumer_page", "The consumer page of a code (HTML); the JSON document for `Accept: application/json`",
-            "resolve",
-            {200: {"description": "the page, or the document",
-                   "content": {HTML: {"schema": _STRING}, JSON: {"schema": _ref("CodeDocument")}}}},
-            errors=_CODE_ERRORS, html_errors=True, parameters=[_CODE],
-        )},
-        "/api/v1/codes/{code}": {"get": _operation(
-            "code_document", "The JSON document of a code, with its chain and scan statistics", "resolve",
-            {200: _ok("the document", _ref("CodeDocument"))}, errors=_CODE_ERRORS, parameters=[_CODE],
-        )},
-        "/01/{gtin}/10/{lot}": {
-            "get": _operation(
-                "digital_link", "GS1 Digital Link: 307 to a link of the batch, or its linkset", "resolve",
-                {200: {"description": "the RFC 9264 linkset (`linkType=linkset`, or Accept prefers JSON)",
-                       "headers": _LINK_HEADERS,
-                       "content": {"application/linkset+json": {"schema": _ref("Linkset")}}},
-                 307: {"description": "to the link of the asked type (default: the consumer page)",
-                       "headers": {"Location": {"schema": _STRING, "required": True}, **_LINK_HEADERS}}},
-                errors=(400, 404, 503), html_errors=True,
-                parameters=[*_GS1_PARAMETERS,
-                            _query("linkType", "`linkset`, `all`, or a GS1 link type (`gs1:pip`, ...)", _STRING)],
-            ),
-            "options": _operation("digital_link_preflight", "CORS preflight", "resolve",
-                                  {204: _ok("allowed methods and headers")}, errors=(),
-                                  parameters=[_path("gtin", "anything: a preflight is answered alike"),
-                                              _path("lot", "anything: a preflight is answered alike")]),
-        },
-        "/.well-known/gs1resolver": {
-            "get": _operation("gs1_resolver_description", "The GS1-Conformant resolver description", "resolve",
-                              {200: _ok("the description", _ref("ResolverDescription"))}, errors=()),
-            "options": _operation("gs1_resolver_description_preflight", "CORS preflight", "resolve",
-                                  {204: _ok("allowed methods and headers")}, errors=()),
-        },
-        "/api/v1/tokens": {"post": _operation(
-            "create_token", "Issue a token (admin); stored as a SHA-256 hash", "access",
-            {201: _ok("the token, shown once", _ref("Token"))}, errors=_WRITE_ERRORS, secured=True,
-            body=_json_body(bodies.TokenIn),
-        )},
-        "/api/v1/tokens/{id}": {"delete": _operation(
-            "revoke_token", "Revoke a token (admin): it stops working at once", "access",
-            {204: _ok("revoked")}, errors=(*_READ_ERRORS, 404), secured=True,
-            parameters=[_path("id", "token id", {"type": "integer", "minimum": 0})],
-        )},
-        "/api/v1/producers": {
-            "post": _operation(
-                "create_producer", "Register a producer (admin, or regulator of the region)", "registry",
-                {201: _ok("the producer", _ref("Producer"))}, errors=(*_WRITE_ERRORS, 409), secured=True,
-                body=_json_body(bodies.ProducerIn),
-            ),
-            "get": _operation(
-                "list_producers", "Producers within the token's scope, by id", "registry",
-                {200: _ok("a page", _ref("ProducerPage"))}, errors=(*_READ_ERRORS, 404, 422), secured=True,
-                parameters=[_REGION_FILTER, _choice_filter("kind", PRODUCER_KIND_LABELS),
-                            _CREDIT_FILTER, _AFTER, _limit(catalog.PAGE_DEFAULT, catalog.PAGE_MAX)],
-            ),
-        },
-        "/api/v1/producers/{credit_code}": {
-            "get": _operation("get_producer", "A producer", "registry", {200: _ok("the producer", _ref("Producer"))},
-                              errors=(*_READ_ERRORS, 404, 422), secured=True, parameters=[_CREDIT_CODE]),
-            "patch": _operation(
-                "update_producer", "Change a producer's name, contact, kind or region", "registry",
-                {200: _ok("the producer", _ref("Producer"))}, errors=(*_WRITE_ERRORS, 404), secured=True,
-                parameters=[_CREDIT_CODE], body=_json_body(catalog.ProducerPatch),
-            ),
-            "delete": _operation(
-                "delete_producer", "Delete a producer without batches, with its products and certifications",
-                "registry", {204: _ok("deleted")}, errors=(*_READ_ERRORS, 404, 409, 422), secured=True,
-                parameters=[_CREDIT_CODE],
-            ),
-        },
-        "/api/v1/producers/{credit_code}/products": {
-            "get": _operation("list_products", "A producer's products", "registry",
-                              {200: _ok("the products", _ref("ProductList"))}, errors=(*_READ_ERRORS, 404, 422),
-                              secured=True, parameters=[_CREDIT_CODE]),
-            "post": _operation(
-                "create_product", "Add a product to a producer", "registry",
-                {201: _ok("the product", _ref("Product"))}, errors=(*_WRITE_ERRORS, 404, 409), secured=True,
-                parameters=[_CREDIT_CODE], body=_json_body(bodies.ProductIn),
-            ),
-        },
-        "/api/v1/products/{id}": {
-            "get": _operation("get_product", "A product", "registry", {200: _ok("the product", _ref("Product"))},
-                              errors=(*_READ_ERRORS, 404), secured=True, parameters=[_ID]),
-            "patch": _operation(
-                "update_product", "Change a product's name, category or GTIN", "registry",
-                {200: _ok("the product", _ref("Product"))}, errors=(*_WRITE_ERRORS, 404, 409), secured=True,
-                parameters=[_ID], body=_json_body(catalog.ProductPatch),
-            ),
-            "delete": _operation("delete_product", "Delete a product without batches and certifications",
-                                 "registry", {204: _ok("deleted")}, errors=(*_READ_ERRORS, 404, 409), secured=True,
-                                 parameters=[_ID]),
-        },
-        "/api/v1/certifications": {
-            "get": _operation(
-                "list_certifications", "Certifications within the token's scope, by id", "registry",
-                {200: _ok("a page", _ref("CertificationPage"))}, errors=(*_READ_ERRORS, 404, 422), secured=True,
-                parameters=[_REGION_FILTER, _CREDIT_FILTER,
-                            _choice_filter("kind", CERTIFICATION_LABELS),
-                            _AFTER, _limit(catalog.PAGE_DEFAULT, catalog.PAGE_MAX)],
-            ),
-            "post": _operation(
-                "create_certification", "Register a green food, organic or GI certification", "registry",
-                {201: _ok("the certification", _ref("Certification"))}, errors=(*_WRITE_ERRORS, 404, 409),
-                secured=True, body=_json_body(catalog.CertificationIn),
-            ),
-        },
-        "/api/v1/certifications/{id}": {
-            "get": _operation("get_certification", "A certification", "registry",
-                              {200: _ok("the certification", _ref("Certification"))}, errors=(*_READ_ERRORS, 404),
-                              secured=True, parameters=[_ID]),
-            "patch": _operation(
-                "update_certification", "Renew or correct a certification", "registry",
-                {200: _ok("the certification", _ref("Certification"))}, errors=(*_WRITE_ERRORS, 404, 409),
-                secured=True, parameters=[_ID], body=_json_body(catalog.CertificationPatch),
-            ),
-            "delete": _operation("delete_certification", "Delete a certification", "registry",
-                                 {204: _ok("deleted")}, errors=(*_READ_ERRORS, 404), secured=True, parameters=[_ID]),
-        },
-        "/api/v1/certifications/unlisted": {"get": _operation(
-            "unlisted_certifications", "Certified products in force with no traced batch (admin, regulator)",
-            "hooks", {200: _ok("a page", _ref("UnlistedPage"))}, errors=(*_READ_ERRORS, 404, 422), secured=True,
-            parameters=[_query("region", "region code", _REGION_CODE, required=True), _AFTER,
-                        _limit(hooks.UNLISTED_PAGE_DEFAULT, hooks.UNLISTED_PAGE_MAX)],
-        )},
-        "/api/v1/regions/{code}/coverage": {"get": _operation(
-            "region_coverage", "Registered and traced producers of a region against the 80 % line", "hooks",
-            {200: _ok("the coverage", _ref("Coverage"))}, errors=(404, 422, 503), parameters=[
-                _REGION_PATH, _query("breakdown", "add each county-level unit", {"type": "boolean"})],
-        )},
-        "/api/v1/eligibility/{credit_code}": {"get": _operation(
-            "eligibility", "Whether a producer is traced, and why not (brands, fairs)", "hooks",
-            {200: _ok("the answer", _ref("Eligibility"))}, errors=(422, 503), parameters=[_CREDIT_CODE],
-        )},
-        "/api/v1/imports/producers": {"post": _operation(
-            "import_producers", "Import producers from CSV (admin, or regulator: its region)", "registry",
-            {200: _ok("the report", _ref("ImportReport"))}, errors=_WRITE_ERRORS, secured=True,
-            parameters=_IMPORT_PARAMETERS, body=_CSV_BODY,
-        )},
-        "/api/v1/imports/certifications": {"post": _operation(
-            "import_certifications", "Import certifications from CSV (admin, or regulator: its region)", "registry",
-            {200: _ok("the report", _ref("ImportReport"))}, errors=_WRITE_ERRORS, secured=True,
-            parameters=_IMPORT_PARAMETERS, body=_CSV_BODY,
-        )},
-        "/api/v1/exports/batches": {"get": _operation(
-            "export_batches", "Batches and events of a region and period (admin, regulator of the region)", "hooks",
-            {200: {"description": "JSON lines in the national platform's names, or EPCIS 2.0 JSON-LD",
-                   "content": {MEDIA_TYPES[f]: {"schema": _STRING} for f in EXPORT_FORMATS}}},
-            errors=(*_READ_ERRORS, 404, 422), secured=True,
-            parameters=[_query("region", "region code", _REGION_CODE, required=True),
-                        _query("from", "first day", _DATE_RANGE, required=True),
-                        _query("to", "last day", _DATE_RANGE, required=True),
-                        _query("format", "national (default) or epcis", {"enum": list(EXPORT_FORMATS)})],
-        )},
-        "/regions/{code}": {"get": _operation(
-            "region_page", "The regulator's page of a region (HTML)", "hooks",
-            {200: _ok("the page", _STRING, media_type=HTML)}, errors=(404, 503), html_errors=True,
-            parameters=[_REGION_PATH],
-        )},
-        "/api/v1/batches": {"post": _operation(
-            "create_batch", "Register a batch (admin, or the producer): issues its code and long form", "batches",
-            {201: _ok("the codes", _ref("IssuedBatch"))}, errors=_WRITE_ERRORS, secured=True,
-            body=_json_body(bodies.BatchIn),
-        )},
-        "/api/v1/batches/{trace_code}/labels": {"post": _operation(
-            "create_labels", "Issue package codes (type 4) for a batch: CSV, or JSON for `Accept: application/json`",
-            "batches",
-            {201: {"description": "the codes",
-                   "content": {"text/csv": {"schema": _STRING}, JSON: {"schema": _ref("Labels")}}}},
-            errors=(*_WRITE_ERRORS, 404), secured=True,
-            parameters=[_path("trace_code", "the batch's production batch code or long form")],
-            body=_json_body(labels.LabelsIn),
-        )},
-        "/api/v1/batches/{code}/recall": {"post": _operation(
-            "recall_batch", "Recall a batch (admin, or regulator of its region): no cache shows it active after",
-            "batches", {200: _ok("recalled", _ref("Recall"))}, errors=(*_WRITE_ERRORS, 404), secured=True,
-            parameters=[_BATCH_CODE], body=_json_body(recall.RecallIn),
-        )},
-        "/api/v1/markets": {"post": _operation(
-            "create_market", "Register a market (admin)", "gate", {201: _ok("the market", _ref("Market"))},
-            errors=_WRITE_ERRORS, secured=True, body=_json_body(gate.MarketIn),
-        )},
-        "/api/v1/gate/scans": {"post": _operation(
-            "gate_scan", "A gate scan (gate token): accept or reject with every reason; an entry voucher", "gate",
-            {200: _ok("the decision", _ref("GateDecision"))}, errors=_WRITE_ERRORS, secured=True,
-            body=_json_body(gate.GateScanIn),
-        )},
-        "/api/v1/trades": {"post": _operation(
-            "create_trade", "A buyer takes part of an entry (gate token of the market, or admin)", "gate",
-            {200: _ok("a replay", _ref("Trade")), 201: _ok("the circulation code", _ref("Trade"))},
-            errors=(*_WRITE_ERRORS, 409), secured=True, body=_json_body(gate.TradeIn),
-        )},
-    }  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation of the API. `roles` are those whose tokens it accepts (none: public); `problems` are those it
+    may answer beyond what its roles (401, 403), its body (400, 413, 415, 422) and its store (503) imply."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    answers: Mapping[int, dict[str, Any]]
+    body: type[BaseModel] | dict[str, Any] | None = None  # a model of a JSON body, or the request body itself
+    roles: Sequence[str] = ()
+    problems: Sequence[int] = ()
+    parameters: Sequence[dict[str, Any]] = ()
+    html_errors: bool = False  # a browser gets its errors as a Chinese page
+    uses_store: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        problems = set(self.problems)
+        if self.roles:
+            problems.update(_TOKEN_PROBLEMS)
+        if self.body is not None:
+            problems.update(_BODY_PROBLEMS)
+        if self.uses_store:
+            problems.update(_STORE_PROBLEMS)
+        responses = {str(status): _referred(response) for status, response in self.answers.items()}
+        responses |= {str(status): _problem(status, html=self.html_errors) for status in sorted(problems)}
+        operation: dict[str, Any] = {"operationId": self.operation_id, "summary": self.summary, "tags": [self.tag]}
+        if self.parameters:
+            operation["parameters"] = list(self.parameters)
+        if isinstance(self.body, type):
+            operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema_of(self.body)}}}
+        elif self.body is not None:
+            operation["requestBody"] = self.body
+        operation["responses"] = responses
+        # OpenAPI 3.1: for a scheme other than OAuth2 and OpenID Connect, the list may name roles.
+        operation["security"] = [{"bearer": list(self.roles)}] if self.roles else []
+        return operation
 
 
-def build_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route the app serves."""
-    _, model_schemas = models_json_schema([(model, "validation") for model in BODY_MODELS], ref_template=SCHEMA_REF)
+OPERATIONS: Final = (
+    # operations
+    Operation("GET", "/livez", "livez", "Liveness: the process answers (no I/O)", "operations",
+      {200: _answer("ok", (TEXT, _STRING))}, uses_store=False),
+    Operation("GET", "/healthz", "healthz", "Health of Postgres and Redis (`degraded` when one is away)", "operations",
+      {200: _json("health", answers.Health)}, uses_store=False),
+    Operation("GET", "/metrics", "metrics", "Prometheus metrics, summed over the live workers", "operations",
+      {200: _answer("Prometheus text format", (TEXT, _STRING))}, uses_store=False),
+    Operation("GET", "/openapi.json", "openapi", "This description (OpenAPI 3.1)", "operations",
+      {200: _answer("the OpenAPI document", (JSON, {"type": "object"}))}, uses_store=False),
+    # resolve (the raw ASGI scan routes, resolver.scan.resolve, and GS1 Digital Link)
+    Operation("GET", "/t/{code}", "consumer_page",
+      "The consumer page of a code (HTML); the JSON document for `Accept: application/json`", "resolve",
+      _PAGE_OR_DOCUMENT, problems=(400, 404, 429), parameters=[_CODE], html_errors=True),
+    Operation("GET", "/api/v1/codes/{code}", "code_document",
+      "The JSON document of a code, with its chain and scan statistics",
+      "resolve", {200: _json("the document", answers.CodeDocument)}, problems=(400, 404, 429), parameters=[_CODE]),
+    Operation("GET", "/01/{gtin}/10/{lot}", "digital_link",
+      "GS1 Digital Link: 307 to a link of the batch, or its linkset",
+      "resolve", _DIGITAL_LINK, problems=(400, 404), parameters=_GS1_PARAMETERS, html_errors=True),
+    Operation("OPTIONS", "/01/{gtin}/10/{lot}", "digital_link_preflight", "CORS preflight", "resolve", _PREFLIGHT,
+      parameters=_PREFLIGHT_PARAMETERS, uses_store=False),
+    Operation("GET", "/.well-known/gs1resolver", "gs1_resolver_description", "The GS1-Conformant resolver description",
+      "resolve", {200: _json("the description", answers.ResolverDescription)}, uses_store=False),
+    Operation("OPTIONS", "/.well-known/gs1resolver", "gs1_resolver_description_preflight", "CORS preflight", "resolve",
+      _PREFLIGHT, uses_store=False),
+    # access
+    Operation("POST", "/api/v1/tokens", "create_token", "Issue a token (admin); stored as a SHA-256 hash", "access",
+      {201: _json("the token, shown once", answers.Token)}, body=bodies.TokenIn, roles=ADMIN),
+    Operation("DELETE", "/api/v1/tokens/{id}", "revoke_token",
+      "Revoke a token (admin): it stops working at once", "access",
+      {204: _answer("revoked")}, roles=ADMIN, problems=(404,),
+      parameters=[_path("id", "token id", {"type": "integer", "minimum": 0})]),
+    # registry
+    Operation("POST", "/api/v1/producers", "create_producer", "Register a producer (admin, or regulator of the region)",
+      "registry", {201: _json("the producer", answers.Producer)}, body=bodies.ProducerIn, roles=ADMIN_REGULATOR,
+      problems=(409,)),
+    Operation("GET", "/api/v1/producers", "list_producers", "Producers within the token's scope, by id", "registry",
+      {200: _json("a page", answers.ProducerPage)}, roles=REGISTRY_READERS, problems=(404, 422),
+      parameters=[_REGION_FILTER, _choice_filter("kind", PRODUCER_KIND_LABELS), _CREDIT_FILTER, _AFTER, _PAGE]),
+    Operation("GET", "/api/v1/producers/{credit_code}", "get_producer", "A producer", "registry",
+      {200: _json("the producer", answers.Producer)}, roles=REGISTRY_READERS, problems=(404, 422),
+      parameters=[_CREDIT_CODE]),
+    Operation("PATCH", "/api/v1/producers/{credit_code}", "update_producer",
+      "Change a producer's name, contact, kind or region", "registry", {200: _json("the producer", answers.Producer)},
+      body=catalog.ProducerPatch, roles=REGISTRY_READERS, problems=(404,), parameters=[_CREDIT_CODE]),
+    Operation("DELETE", "/api/v1/producers/{credit_code}", "delete_producer",
+      "Delete a producer without batches, with its products and certifications", "registry", _DELETED,
+      roles=ADMIN_REGULATOR, problems=(404, 409, 422), parameters=[_CREDIT_CODE]),
+    Operation("GET", "/api/v1/producers/{credit_code}/products", "list_products", "A producer's products", "registry",
+      {200: _json("the products", answers.ProductList)}, roles=REGISTRY_READERS, problems=(404, 422),
+      parameters=[_CREDIT_CODE]),
+    Operation("POST", "/api/v1/producers/{credit_code}/products", "create_product",
+      "Add a product to a producer", "registry",
+      {201: _json("the product", answers.Product)}, body=bodies.ProductIn, roles=REGISTRY_READERS,
+      problems=(404, 409), parameters=[_CREDIT_CODE]),
+    Operation("GET", "/api/v1/products/{id}", "get_product", "A product", "registry",
+      {200: _json("the product", answers.Product)}, roles=REGISTRY_READERS, problems=(404,), parameters=[_ID]),
+    Operation("PATCH", "/api/v1/products/{id}", "update_product",
+      "Change a product's name, category or GTIN", "registry",
+      {200: _json("the product", answers.Product)}, body=catalog.ProductPatch, roles=REGISTRY_READERS,
+      problems=(404, 409), parameters=[_ID]),
+    Operation("DELETE", "/api/v1/products/{id}", "delete_product",
+      "Delete a product without batches and certifications",
+      "registry", _DELETED, roles=REGISTRY_READERS, problems=(404, 409), parameters=[_ID]),
+    Operation("GET", "/api/v1/certifications", "list_certifications", "Certifications within the token's scope, by id",
+      "registry", {200: _json("a page", answers.CertificationPage)}, roles=REGISTRY_READERS, problems=(404, 422),
+      parameters=[_REGION_FILTER, _CREDIT_FILTER, _choice_filter("kind", CERTIFICATION_LABELS), _AFTER, _PAGE]),
+    Operation("POST", "/api/v1/certifications", "create_certification",
+      "Register a green food, organic or GI certification", "registry",
+      {201: _json("the certification", answers.Certification)}, body=catalog.CertificationIn, roles=ADMIN_REGULATOR,
+      problems=(404, 409)),
+    Operation("GET", "/api/v1/certifications/{id}", "get_certification", "A certification", "registry",
+      {200: _json("the certification", answers.Certification)}, roles=REGISTRY_READERS, problems=(404,),
+      parameters=[_ID]),
+    Operation("PATCH", "/api/v1/certifications/{id}", "update_certification",
+      "Renew or correct a certification", "registry",
+      {200: _json("the certification", answers.Certification)}, body=catalog.CertificationPatch,
+      roles=ADMIN_REGULATOR, problems=(404, 409), parameters=[_ID]),
+    Operation("DELETE", "/api/v1/certifications/{id}", "delete_certification", "Delete a certification", "registry",
+      _DELETED, roles=ADMIN_REGULATOR, problems=(404,), parameters=[_ID]),
+    Operation("POST", "/api/v1/imports/producers", "import_producers",
+      "Import producers from CSV (admin, or regulator: its region)", "registry",
+      {200: _json("the report", answers.ImportReport)}, body=_CSV_BODY, roles=ADMIN_REGULATOR,
+      parameters=_IMPORT_PARAMETERS),
+    Operation("POST", "/api/v1/imports/certifications", "import_certifications",
+      "Import certifications from CSV (admin, or regulator: its region)", "registry",
+      {200: _json("the report", answers.ImportReport)}, body=_CSV_BODY, roles=ADMIN_REGULATOR,
+      parameters=_IMPORT_PARAMETERS),
+    # hooks
+    Operation("GET", "/api/v1/certifications/unlisted", "unlisted_certifications",
+      "Certified products in force with no traced batch (admin, regulator)", "hooks",
+      {200: _json("a page", answers.UnlistedPage)}, roles=ADMIN_REGULATOR, problems=(404, 422),
+      parameters=[_REGION_QUERY, _AFTER, _limit(hooks.UNLISTED_PAGE_DEFAULT, hooks.UNLISTED_PAGE_MAX)]),
+    Operation("GET", "/api/v1/regions/{code}/coverage", "region_coverage",
+      "Registered and traced producers of a region against the 80 % line", "hooks",
+      {200: _json("the coverage", answers.Coverage)}, problems=(404, 422),
+      parameters=[_REGION_PATH, _query("breakdown", "add each county-level unit", {"type": "boolean"})]),
+    Operation("GET", "/api/v1/eligibility/{credit_code}", "eligibility",
+      "Whether a producer is traced, and why not (brands, fairs)", "hooks",
+      {200: _json("the answer", answers.Eligibility)}, problems=(422,), parameters=[_CREDIT_CODE]),
+    Operation("GET", "/api/v1/exports/batches", "export_batches",
+      "Batches and events of a region and period (admin, regulator of the region)", "hooks", _EXPORT,
+      roles=ADMIN_REGULATOR, problems=(404, 422), parameters=_EXPORT_PARAMETERS),
+    Operation("GET", "/regions/{code}", "region_page", "The regulator's page of a region (HTML)", "hooks",
+      {200: _answer("the page", (HTML, _STRING))}, problems=(404,), parameters=[_REGION_PATH], html_errors=True),
+    # batches
+    Operation("POST", "/api/v1/batches", "create_batch",
+      "Register a batch (admin, or the producer): issues its code and long form", "batches",
+      {201: _json("the codes", answers.IssuedBatch)}, body=bodies.BatchIn, roles=ADMIN_PRODUCER),
+    Operation("POST", "/api/v1/batches/{trace_code}/labels", "create_labels",
+      "Issue package codes (type 4) for a batch: CSV, or JSON for `Accept: application/json`", "batches", _LABELS,
+      body=labels.LabelsIn, roles=ADMIN_PRODUCER, problems=(404,),
+      parameters=[_path("trace_code", "the batch's production batch code or long form")]),
+    Operation("POST", "/api/v1/batches/{code}/recall", "recall_batch",
+      "Recall a batch (admin, or regulator of its region): no cache shows it active after", "batches",
+      {200: _json("recalled", answers.Recall)}, body=recall.RecallIn, roles=ADMIN_REGULATOR, problems=(404,),
+      parameters=[_BATCH_CODE]),
+    # gate
+    Operation("POST", "/api/v1/markets", "create_market", "Register a market (admin)", "gate",
+      {201: _json("the market", answers.Market)}, body=gate.MarketIn, roles=ADMIN),
+    Operation("POST", "/api/v1/gate/scans", "gate_scan",
+      "A gate scan (gate token): accept or reject with every reason; an entry voucher", "gate",
+      {200: _json("the decision", answers.GateDecision)}, body=gate.GateScanIn, roles=("gate",)),
+    Operation("POST", "/api/v1/trades", "create_trade",
+      "A buyer takes part of an entry (gate token of the market, or admin)", "gate",
+      _TRADE, body=gate.TradeIn, roles=("admin", "gate"), problems=(409,)),
+)  # fmt: skip
+
+
+class _AnswerSchema(GenerateJsonSchema):
+    """Schemas of answers: a member with a default is one an answer may leave out, and its default is not described
+    (resolver.api.answers)."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+
+def _models(kind: type[BaseModel], schemas: Iterable[object]) -> list[type[BaseModel]]:
+    found = {schema.__name__: schema for schema in schemas if isinstance(schema, type) and issubclass(schema, kind)}
+    return list(found.values())
+
+
+def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
+    """The components' schemas: of every request body, and of every answer (the problem details included)."""
+    requested = _models(BaseModel, (operation.body for operation in operations))
+    answered = _models(
+        answers.Answer,
+        [answers.Problem, *(
+            media["schema"] for operation in operations for response in operation.answers.values()
+            for media in response.get("content", {}).values()
+        )],
+    )  # fmt: skip
+    _, of_bodies = models_json_schema([(model, "validation") for model in requested], ref_template=SCHEMA_REF)
+    _, of_answers = models_json_schema(
+        [(model, "validation") for model in answered], ref_template=SCHEMA_REF, schema_generator=_AnswerSchema
+    )
+    shared = of_bodies["$defs"].keys() & of_answers["$defs"].keys()
+    if shared:  # one name, two schemas: one would hide the other
+        raise TypeError(f"a request body and an answer are both named {', '.join(sorted(shared))}")
+    return {**of_bodies["$defs"], **of_answers["$defs"]}
+
+
+def build_document(operations: Sequence[Operation] = OPERATIONS) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `operations`: by default, every route the app serves."""
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations:
+        paths.setdefault(operation.path, {})[operation.method.lower()] = operation.as_json()
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "tracecode",
             "version": API_VERSION,
             "summary": "农产品质量安全追溯: trace codes, resolution, market gates, the registry, the four hooks",
-            "description": "Bearer tokens (`Authorization: Bearer <token>`); dates ISO 8601; every error is "
-            "`application/problem+json` with a stable `code` (the HTML pages answer a browser with an HTML page).",
+            "description": "Bearer tokens (`Authorization: Bearer <token>`); an operation's `security` names the roles "
+            "whose tokens it accepts (a regulator within its region, a producer for itself); dates ISO 8601; every "
+            "error is `application/problem+json` with a stable `code` (the HTML pages answer a browser with an HTML "
+            "page).",
         },
-        "paths": _paths(),
+        "paths": paths,
         "components": {
-            "schemas": {**model_schemas["$defs"], **_ANSWER_SCHEMAS},
+            "schemas": _schemas(operations),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
