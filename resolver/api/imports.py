@@ -46,7 +46,7 @@ from resolver.api.auth import authenticate, forbidden
 from resolver.api.catalog import forget_documents_later, forget_producer_documents
 from resolver.api.hooks import flag_param
 from resolver.categories import CATEGORIES
-from resolver.edge.bodies import is_clean_text
+from resolver.edge.bodies import is_clean_text, media_type_of, read_capped
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
@@ -642,21 +642,14 @@ def _row_count(status: str) -> int:
 
 async def read_csv_body(request: Request, *, max_bytes: int = MAX_IMPORT_BYTES) -> bytes:
     """The request body of a `text/csv` request, read with a size cap; Problem 415 or 413 otherwise."""
-    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
-    if media_type.strip().lower() != "text/csv":
+    media_type, parameters = media_type_of(request.headers.get("content-type"))
+    if media_type != "text/csv":
         raise Problem(415, "unsupported_media_type", "不支持的内容类型", "请求体须为 text/csv（UTF-8）")
     charset = parameters.strip().lower().removeprefix("charset=").strip('"') if "charset" in parameters else "utf-8"
     if charset not in ("utf-8", "utf8"):
         raise Problem(415, "unsupported_media_type", "不支持的内容类型", "CSV 须为 UTF-8 编码（charset=utf-8）")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-    return bytes(body)
+    return await read_capped(request.receive, declared, max_bytes=max_bytes, too_large=lambda: _too_large(max_bytes))
 
 
 def _too_large(max_bytes: int) -> Problem:
