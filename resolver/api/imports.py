@@ -44,10 +44,10 @@ from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import db
 from resolver.api.auth import authenticate, forbidden
 from resolver.api.catalog import forget_documents_later, forget_producer_documents
-from resolver.api.hooks import flag_param
 from resolver.categories import CATEGORIES
 from resolver.edge.bodies import is_clean_text, media_type_of, read_capped
-from resolver.edge.problems import Problem, invalid
+from resolver.edge.problems import Problem
+from resolver.edge.query import choice_param, flag_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
@@ -658,20 +658,12 @@ def _too_large(max_bytes: int) -> Problem:
     )
 
 
-def _mode_param(request: Request) -> ImportMode:
-    value = request.query_params.get("mode", "all_or_nothing")
-    for mode in IMPORT_MODES:
-        if value == mode:
-            return mode
-    raise invalid("query parameter mode must be all_or_nothing or good_rows", field="mode")
-
-
 async def _import_route(request: Request, kind: ImportKind) -> Response:
     principal = await authenticate(request)
     if not (principal.is_admin or principal.role == "regulator"):
         raise forbidden("只有管理员和监管部门可以批量导入")
     scope_region = None if principal.is_admin else principal.scope
-    mode = _mode_param(request)
+    mode = choice_param(request, "mode", IMPORT_MODES, "all_or_nothing")
     is_dry_run = flag_param(request, "dry_run")
     data = await read_csv_body(request)
     pool: asyncpg.Pool = request.app.state.pool
