@@ -120,6 +120,29 @@ async def test_labels_as_json(service: Service) -> None:
     assert sorted(await _stored_codes(service, created["batch_id"])) == sorted(body["codes"])
 
 
+@pytest.mark.parametrize(
+    ("accept", "is_json"),
+    [
+        pytest.param("*/*", False, id="anything-csv"),
+        pytest.param("text/csv", False, id="csv"),
+        pytest.param("application/json, */*", True, id="json-named-beats-wildcard"),
+        pytest.param("application/json, text/csv", False, id="both-named-csv"),
+        pytest.param("application/json;q=0, text/csv", False, id="json-refused"),
+        pytest.param("application/json;q=0.9, text/csv;q=0.8", True, id="json-preferred-by-q"),
+        pytest.param("text/csv;q=0.5, application/json", True, id="csv-named-lower"),
+    ],
+)
+async def test_csv_or_json_by_accept_q_values(service: Service, accept: str, is_json: bool) -> None:
+    created = await _own_batch(service)
+
+    response = await _labels(service, created["trace_code"], {"count": 3}, accept=accept)
+
+    assert response.status_code == 201
+    codes = response.json()["codes"] if is_json else _csv_codes(response.text)
+    assert response.headers["content-type"] == ("application/json" if is_json else "text/csv; charset=utf-8")
+    assert sorted(codes) == sorted(await _stored_codes(service, created["batch_id"]))
+
+
 async def test_batch_named_by_its_national_long_form(service: Service) -> None:
     created = await _own_batch(service)
 

@@ -63,6 +63,39 @@ async def test_page_is_chinese_html_and_json_on_request(service: Service) -> Non
 
 
 @pytest.mark.parametrize(
+    ("accept", "is_json"),
+    [
+        pytest.param(None, False, id="absent"),
+        pytest.param("*/*", False, id="anything-the-page"),
+        pytest.param(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8", False, id="browser"
+        ),
+        pytest.param("application/json", True, id="json"),
+        pytest.param("application/json, text/plain, */*", True, id="json-named-beats-wildcard"),
+        pytest.param("application/json, text/html", False, id="both-named-the-page"),
+        pytest.param("application/json;q=0, text/html", False, id="json-refused"),
+        pytest.param("application/json;q=0.9, text/html;q=0.8", True, id="json-preferred-by-q"),
+        pytest.param("text/html;q=0.5, application/json", True, id="html-named-lower"),
+        pytest.param("application/*", True, id="json-by-subtype-wildcard"),
+    ],
+)
+async def test_page_or_json_by_accept_q_values(service: Service, accept: str | None, is_json: bool) -> None:
+    code = (await register_batch(service))["trace_code"]
+    headers = {} if accept is None else {"Accept": accept}
+
+    found = await service.client.get(f"/t/{code}", headers=headers)
+    malformed = await service.client.get("/t/1630121ABCDEFGHIJK00", headers=headers)
+
+    assert found.status_code == 200 and malformed.status_code == 400
+    if is_json:
+        assert found.headers["content-type"] == "application/json" and found.json()["code"] == code
+        assert malformed.headers["content-type"] == "application/problem+json"
+    else:
+        assert found.headers["content-type"] == "text/html; charset=utf-8" and "大通牦牛肉" in found.text
+        assert malformed.headers["content-type"] == "text/html; charset=utf-8"
+
+
+@pytest.mark.parametrize(
     "spell",
     [
         pytest.param(lambda c: c, id="plain"),

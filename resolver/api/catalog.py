@@ -23,7 +23,7 @@ from cache.store import DocumentCache
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
-from resolver.api.hooks import TRACED_WINDOW_MONTHS, Executor, int_param, region_or_404, region_param
+from resolver.api.hooks import TRACED_WINDOW_MONTHS, Executor, region_or_404
 from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
 from resolver.edge.bodies import (
     Body,
@@ -37,6 +37,7 @@ from resolver.edge.bodies import (
     read_json,
 )
 from resolver.edge.problems import Problem, invalid
+from resolver.edge.query import choice_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
 
@@ -334,10 +335,7 @@ def _optional_credit_code(request: Request) -> str | None:
 
 
 def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
-    value = request.query_params.get(name) or None
-    if value is not None and value not in choices:
-        raise invalid(f"query parameter {name} must be one of {', '.join(choices)}", field=name)
-    return value
+    return choice_param(request, name, choices) if request.query_params.get(name) else None  # empty: absent
 
 
 async def _listing_scope(request: Request, principal: Principal) -> tuple[str | None, str | None]:

@@ -37,9 +37,10 @@ from starlette.routing import BaseRoute, Route
 
 from resolver import db
 from resolver.api.auth import authenticate, forbidden
-from resolver.api.hooks import may_see_region, region_or_404, region_param
+from resolver.api.hooks import may_see_region, region_or_404
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.edge.problems import Problem, invalid
+from resolver.edge.query import choice_param, region_param
 from resolver.scan.documents import CHINA_TZ
 from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
@@ -358,14 +359,6 @@ def _date_param(request: Request, name: str) -> dt.date:
     return day
 
 
-def _format_param(request: Request) -> ExportFormat:
-    value = request.query_params.get("format", "national")
-    for export_format in EXPORT_FORMATS:
-        if value == export_format:
-            return export_format
-    raise invalid("query parameter format must be national or epcis", field="format")
-
-
 async def export_batches(request: Request) -> Response:
     """GET /api/v1/exports/batches?region=&from=&to=[&format=national|epcis] (admin, or regulator of the region)"""
     principal = await authenticate(request)
@@ -375,7 +368,7 @@ async def export_batches(request: Request) -> Response:
     start, end = _date_param(request, "from"), _date_param(request, "to")
     if end < start:
         raise invalid("to is before from", field="to")
-    export_format = _format_param(request)
+    export_format = choice_param(request, "format", EXPORT_FORMATS, "national")
     pool: asyncpg.Pool = request.app.state.pool
     try:
         await region_or_404(pool, region_code)

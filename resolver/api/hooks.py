@@ -25,6 +25,7 @@ from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.categories import CATEGORIES, CERTIFICATION_LABELS
 from resolver.edge.problems import Problem, invalid
+from resolver.edge.query import flag_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import CHINA_TZ, china_today
 from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
@@ -198,40 +199,6 @@ async def unlisted_counts(conn: Executor, region_code: str) -> dict[str, int]:
     """Region code -> how many certifications in force there have no traced product (only regions with any)."""
     rows = await conn.fetch(UNLISTED_COUNTS, region_code, china_today(), TRACED_WINDOW_MONTHS)
     return {row["region_code"]: row["unlisted"] for row in rows}
-
-
-# --- query parameters (shared by the registry modules) -------------------------------------------
-
-
-def flag_param(request: Request, name: str) -> bool:
-    """A boolean query parameter: 1/true/yes or 0/false/no (absent: false); Problem 422 otherwise."""
-    value = request.query_params.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise invalid(f"query parameter {name} must be 1 or 0", field=name)
-
-
-def int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high]; Problem 422 otherwise."""
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise invalid(f"query parameter {name} must be an integer", field=name)
-    value = int(text)
-    if not low <= value <= high:
-        raise invalid(f"query parameter {name} must be between {low} and {high}", field=name)
-    return value
-
-
-def region_param(request: Request, name: str = "region") -> str:
-    """A required region code in the query string (6 digits); Problem 422 otherwise."""
-    code = request.query_params.get(name, "").strip()
-    if len(code) != 6 or not code.isascii() or not code.isdigit():
-        raise invalid(f"query parameter {name} must be a 6-digit GB/T 2260 region code", field=name)
-    return code
 
 
 def may_see_region(principal: Principal, region_code: str) -> bool:

@@ -44,10 +44,10 @@ from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import db
 from resolver.api.auth import authenticate, forbidden
 from resolver.api.catalog import forget_documents_later, forget_producer_documents
-from resolver.api.hooks import flag_param
 from resolver.categories import CATEGORIES
-from resolver.edge.bodies import is_clean_text
-from resolver.edge.problems import Problem, invalid
+from resolver.edge.bodies import is_clean_text, media_type_of, read_capped
+from resolver.edge.problems import Problem
+from resolver.edge.query import choice_param, flag_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
@@ -642,21 +642,14 @@ def _row_count(status: str) -> int:
 
 async def read_csv_body(request: Request, *, max_bytes: int = MAX_IMPORT_BYTES) -> bytes:
     """The request body of a `text/csv` request, read with a size cap; Problem 415 or 413 otherwise."""
-    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
-    if media_type.strip().lower() != "text/csv":
+    media_type, parameters = media_type_of(request.headers.get("content-type"))
+    if media_type != "text/csv":
         raise Problem(415, "unsupported_media_type", "不支持的内容类型", "请求体须为 text/csv（UTF-8）")
     charset = parameters.strip().lower().removeprefix("charset=").strip('"') if "charset" in parameters else "utf-8"
     if charset not in ("utf-8", "utf8"):
         raise Problem(415, "unsupported_media_type", "不支持的内容类型", "CSV 须为 UTF-8 编码（charset=utf-8）")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-    return bytes(body)
+    return await read_capped(request.receive, declared, max_bytes=max_bytes, too_large=lambda: _too_large(max_bytes))
 
 
 def _too_large(max_bytes: int) -> Problem:
@@ -665,20 +658,12 @@ def _too_large(max_bytes: int) -> Problem:
     )
 
 
-def _mode_param(request: Request) -> ImportMode:
-    value = request.query_params.get("mode", "all_or_nothing")
-    for mode in IMPORT_MODES:
-        if value == mode:
-            return mode
-    raise invalid("query parameter mode must be all_or_nothing or good_rows", field="mode")
-
-
 async def _import_route(request: Request, kind: ImportKind) -> Response:
     principal = await authenticate(request)
     if not (principal.is_admin or principal.role == "regulator"):
         raise forbidden("只有管理员和监管部门可以批量导入")
     scope_region = None if principal.is_admin else principal.scope
-    mode = _mode_param(request)
+    mode = choice_param(request, "mode", IMPORT_MODES, "all_or_nothing")
     is_dry_run = flag_param(request, "dry_run")
     data = await read_csv_body(request)
     pool: asyncpg.Pool = request.app.state.pool

@@ -1,7 +1,7 @@
 """Package labels (产品追溯码, type 4): issued in bulk for a batch, answered as CSV or JSON, printed as a PDF sheet.
 
 `POST /api/v1/batches/{trace_code}/labels` `{"count": N}` (admin, or the batch's producer) issues N package codes
-and answers them as CSV (`code,url`, for label-printer software) or, for `Accept: application/json`, as
+and answers them as CSV (`code,url`, for label-printer software) or, when `Accept` prefers `application/json`, as
 `{"batch": ..., "count": N, "url_prefix": ..., "codes": [...]}`. `tracecode labels` does the same from the command
 line, into a CSV file or A4 PDF sheets (see resolver.api.labelsheet).
 
@@ -54,6 +54,7 @@ from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.api.issuer import CodeIssuer
 from resolver.api.labelsheet import LabelSheet
 from resolver.edge.bodies import Body, read_json
+from resolver.edge.negotiate import JSON_MEDIA_TYPE, Offers
 from resolver.edge.problems import Problem
 from resolver.scan.documents import CHINA_TZ, china_today, status_of
 from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
@@ -83,6 +84,7 @@ ROUND_KEY_CACHE_SIZE: Final = 256
 
 CSV_MEDIA_TYPE: Final = "text/csv; charset=utf-8"
 CSV_HEADER: Final = b"code,url\r\n"
+LABEL_OFFERS: Final = Offers("text/csv", JSON_MEDIA_TYPE)  # CSV unless the Accept header prefers JSON
 LINE_END: Final = b"\r\n"  # RFC 4180
 EVENT_KIND: Final = "commissioning"  # EPCIS: the package codes come into being (shown as 赋码登记)
 
@@ -266,14 +268,9 @@ async def _json_stream(issued: IssuedLabels, head: bytes) -> AsyncIterator[bytes
     yield b"]}"
 
 
-def _wants_json(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "application/json" in accept and "text/csv" not in accept
-
-
 def _answer(request: Request, issued: IssuedLabels, public_url: str) -> Response:
     prefix = url_prefix(public_url)
-    if _wants_json(request):
+    if LABEL_OFFERS.preferred(request.headers.get("accept")) == JSON_MEDIA_TYPE:
         head = _json_head(issued, prefix)
         length = len(head) + issued.count * (CODE_LENGTH + 3) - 1 + len(b"]}")
         return StreamingResponse(

@@ -1,19 +1,22 @@
-"""Request bodies: read with a size cap, decoded with orjson, validated into typed models."""
+"""Request bodies: read with a size cap, decoded with orjson, validated into typed models; the one text rule."""
 
 from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from codegen.creditcode import is_valid_credit_code
 from codegen.gtin import normalise_gtin
 from resolver.categories import CATEGORIES
+from resolver.edge.negotiate import JSON_MEDIA_TYPE
 from resolver.edge.problems import Problem
 
 MAX_BODY_BYTES = 64 * 1024  # 64 KiB: the largest body of the write API is a batch with its inspection items
@@ -43,7 +46,7 @@ def is_clean_text(value: str, *, is_multiline: bool = False) -> bool:
 
 
 def _printable(value: str) -> str:
-    if not is_clean_text(value):
+    if not (value.isprintable() or is_clean_text(value)):  # isprintable first: what scanners send, without a call
         raise ValueError("contains line breaks, control, format (bidi, zero-width) or unassigned characters")
     return value
 
@@ -152,18 +155,18 @@ class BatchIn(Body):
 
 
 async def read_json(request: Request, model: type[M]) -> M:
-    """The request body as `model`; problem details 413, 415, 400 or 422 otherwise."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
+    """The request body as `model`; problem details 415, 413, 400 or 422 otherwise."""
+    headers = request.headers
+    return await receive_json(request.receive, headers.get("content-type"), headers.get("content-length"), model)
+
+
+async def receive_json(
+    receive: Receive, content_type: str | None, content_length: bytes | str | None, model: type[M]
+) -> M:
+    """read_json for a raw ASGI route, given the first Content-Type and Content-Length header values."""
+    if media_type_of(content_type)[0] != JSON_MEDIA_TYPE:
         raise Problem(415, "unsupported_media_type", "不支持的内容类型", "请求体须为 application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _too_large()
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise _too_large()
+    body = await read_capped(receive, content_length, max_bytes=MAX_BODY_BYTES, too_large=_too_large)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -177,6 +180,35 @@ async def read_json(request: Request, model: type[M]) -> M:
         ]
         detail = "; ".join(f"{e['field'] or '(body)'}: {e['message']}" for e in errors)
         raise Problem(422, "invalid_input", "输入无效", detail, errors=errors) from None
+
+
+def media_type_of(content_type: str | None) -> tuple[str, str]:
+    """(media type in lower case, parameters) of a Content-Type header value; ("", "") without one."""
+    media_type, _, parameters = (content_type or "").partition(";")
+    return media_type.strip().lower(), parameters
+
+
+async def read_capped(
+    receive: Receive, content_length: bytes | str | None, *, max_bytes: int, too_large: Callable[[], Problem]
+) -> bytes:
+    """The request body from `receive`; `too_large()` is raised as soon as the declared length (the Content-Length
+    value) or the bytes that arrive exceed `max_bytes`. ClientDisconnect if the client goes away first."""
+    if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
+        raise too_large()
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
+        if len(body) + len(chunk) > max_bytes:
+            raise too_large()
+        is_last = not message.get("more_body", False)
+        if is_last and not body:
+            return chunk  # the whole body in one message, as small ones come: no copy
+        body += chunk
+        if is_last:
+            return bytes(body)
 
 
 def _too_large() -> Problem:

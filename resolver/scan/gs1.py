@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from codegen.gtin import InvalidGtin, normalise_gtin
 from resolver.categories import CERTIFICATION_LABELS
+from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, MediaRange, media_ranges, quality
 from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse, PageResponse
 from resolver.scan import pages
@@ -69,8 +70,6 @@ LINKSET: Final = "linkset"  # the linkType that asks for the linkset
 LINKSET_KEYWORDS: Final = frozenset({LINKSET, "all"})  # `all`: its name in GS1 Digital Link 1.1
 
 LINKSET_MEDIA_TYPE: Final = "application/linkset+json"
-HTML_MEDIA_TYPE: Final = "text/html"
-JSON_MEDIA_TYPE: Final = "application/json"
 JSON_LD_CONTEXT: Final = "https://ref.gs1.org/standards/resolver/linkset-context"
 JSON_LD_CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
 LANGUAGE: Final = "zh"  # every target is in Chinese, so Accept-Language has nothing to choose between
@@ -81,7 +80,6 @@ LOT_MAX_LENGTH: Final = 20  # AI 10: up to 20 characters of GS1 AI encodable cha
 _CSET82: Final = frozenset("!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
 CERTIFICATES_SECTION: Final = "#certifications"  # the page's 认证与登记 section
 
-MAX_ACCEPT_RANGES: Final = 32  # media ranges read from one Accept header; the rest are ignored
 DESCRIPTION_MAX_AGE_S: Final = 86_400  # 1 day: the description changes only with a release
 PREFLIGHT_MAX_AGE_S: Final = 86_400
 _METHODS: Final = "GET, HEAD, OPTIONS"
@@ -136,67 +134,13 @@ class Link:
         return value + f"; title*=UTF-8''{quote(self.title, safe='')}"
 
 
-@dataclass(frozen=True, slots=True)
-class _MediaRange:
-    type: str
-    subtype: str
-    q: float
-
-
-_ANY: Final = (_MediaRange("*", "*", 1.0),)
-
-
-def media_ranges(accept: str | None) -> Sequence[_MediaRange]:
-    """The media ranges of an Accept header; entries that do not parse are skipped, none at all accepts anything."""
-    ranges: list[_MediaRange] = []
-    for entry in (accept or "").split(",")[:MAX_ACCEPT_RANGES]:
-        name, *params = entry.split(";")
-        type_, slash, subtype = name.strip().lower().partition("/")
-        if not (type_ and slash and subtype) or (type_ == "*" and subtype != "*"):
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = -1.0
-        if 0.0 <= q <= 1.0:  # also refuses nan and inf
-            ranges.append(_MediaRange(type_, subtype, q))
-    return ranges or _ANY
-
-
-def quality(ranges: Sequence[_MediaRange], media_type: str, *, explicit: bool = False) -> float:
-    """The q of `media_type`: the most specific matching range decides (RFC 9110 12.5.1); 0 if none matches.
-
-    With `explicit`, only a range naming the type itself counts, not `type/*` or `*/*`.
-    """
-    type_, _, subtype = media_type.partition("/")
-    best_specificity, best_q = -1, 0.0
-    for r in ranges:
-        if r.type == type_ and r.subtype == subtype:
-            specificity = 2
-        elif explicit:
-            continue
-        elif r.type == type_ and r.subtype == "*":
-            specificity = 1
-        elif r.type == "*":
-            specificity = 0
-        else:
-            continue
-        if specificity > best_specificity or (specificity == best_specificity and r.q > best_q):
-            best_specificity, best_q = specificity, r.q
-    return best_q
-
-
-def wants_linkset(ranges: Sequence[_MediaRange]) -> bool:
+def wants_linkset(ranges: Sequence[MediaRange]) -> bool:
     """Whether the client names a JSON linkset (or plain JSON, GS1's recommendation) above HTML."""
     json_q = max(quality(ranges, LINKSET_MEDIA_TYPE, explicit=True), quality(ranges, JSON_MEDIA_TYPE, explicit=True))
     return json_q > quality(ranges, HTML_MEDIA_TYPE)
 
 
-def _prefers_html(ranges: Sequence[_MediaRange]) -> bool:
+def _prefers_html(ranges: Sequence[MediaRange]) -> bool:
     html_q = quality(ranges, HTML_MEDIA_TYPE, explicit=True)
     return html_q > 0 and not wants_linkset(ranges)
 
@@ -317,7 +261,7 @@ async def digital_link(request: Request) -> Response:
         raise
 
 
-async def _resolve(request: Request, ranges: Sequence[_MediaRange]) -> Response:
+async def _resolve(request: Request, ranges: Sequence[MediaRange]) -> Response:
     gtin = _gtin(request.path_params["gtin"])
     lot = _lot(request)
     link_type = _link_type(request.query_params.get("linkType"))

@@ -1,7 +1,7 @@
 """The scan path: parse and check the code, look in the cache, fall back to Postgres, answer.
 
 `GET /api/v1/codes/{code}` answers the JSON document; `GET /t/{code}` the consumer page, or the
-JSON document when the client asks for `application/json`. Each answer counts one consumer scan.
+JSON document when the client's Accept header prefers `application/json`. Each answer counts one consumer scan.
 
 A warm scan is answered from this worker's memory with bytes made when the document was cached;
 only the scan statistics are spliced in per request (bench/PROFILE.md shows where the time goes).
@@ -30,6 +30,7 @@ from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
 from resolver.db import within_request_wait
+from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, Offers, accept_of
 from resolver.edge.problems import Problem
 from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
 from resolver.scan import pages
@@ -45,6 +46,7 @@ T = TypeVar("T")
 POSTGRES_RETRY_AFTER_S = 5
 JSON_TYPE = b"application/json"
 HTML_TYPE = b"text/html; charset=utf-8"
+PAGE_OFFERS = Offers(HTML_MEDIA_TYPE, JSON_MEDIA_TYPE)  # GET /t/{code}: the page unless JSON is preferred
 # Postgres is away (down, restarting, shutting down, out of connections) rather than refusing the request.
 POSTGRES_ERRORS = (
     OSError,
@@ -254,7 +256,7 @@ class ScanRoute:
         state: State = scope["app"].state
         place = client_place(scope)
         client = client_of(_host(scope))
-        as_page = self.is_page and not _wants_json(scope)
+        as_page = self.is_page and PAGE_OFFERS.preferred(accept_of(scope)) == HTML_MEDIA_TYPE
         resolver: Resolver = state.resolver
         try:
             code, entry, scans = await _resolve_limited(
@@ -313,11 +315,6 @@ def _network_of(host: str) -> str:
         return host or "unknown"
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-
-
-def _wants_json(scope: Scope) -> bool:
-    accept = next((value for name, value in scope["headers"] if name == b"accept"), b"")
-    return b"application/json" in accept and b"text/html" not in accept
 
 
 async def refresh_chain(request: Request, batch_id: int) -> None:
