@@ -70,7 +70,7 @@ async def _answers_within(check: Awaitable[object]) -> bool:
     """Whether `check` answered, and truly (a ping's False is no answer), within HEALTH_TIMEOUT_S."""
     try:
         return await db.within(check, HEALTH_TIMEOUT_S) is not False
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except db.POSTGRES_CALL_ERRORS:
         return False
 
 
@@ -80,7 +80,7 @@ async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
         try:
             async with pool.acquire() as conn:
                 await ensure_event_partitions(conn, today=dt.date.today())
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("could not check event partitions: %r", exc)
 
 
@@ -90,7 +90,7 @@ async def _forget_expired_documents(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(DOCUMENT_CLEANUP_INTERVAL_S)
         try:
             await pool.execute(queries.FORGET_EXPIRED_DOCUMENTS)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("could not delete expired stored documents: %r", exc)
 
 
@@ -145,7 +145,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         changes = ChangeFeed(pool, local)
         try:  # before the first answer: a change Redis missed within the last hour must not be served
             await changes.poll()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("changes not read from postgres at start-up: %r", exc)
         background.spawn(changes.run())
         background.spawn(counter.run())
@@ -185,7 +185,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             problems.Problem: problems.handle_problem,
             HTTPException: problems.handle_http_exception,
             ClientDisconnect: problems.handle_client_disconnect,
-            **dict.fromkeys(resolve.POSTGRES_ERRORS, problems.handle_store_unavailable),
+            **dict.fromkeys(db.POSTGRES_AWAY_ERRORS, problems.handle_store_unavailable),
             Exception: problems.handle_unexpected,
         },
         middleware=[Middleware(metrics.MetricsMiddleware, metrics=app_metrics)],

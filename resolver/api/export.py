@@ -41,7 +41,6 @@ from resolver.api.hooks import may_see_region, region_or_404, region_param
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.edge.problems import Problem, invalid
 from resolver.scan.documents import CHINA_TZ
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -377,10 +376,7 @@ async def export_batches(request: Request) -> Response:
         raise invalid("to is before from", field="to")
     export_format = _format_param(request)
     pool: asyncpg.Pool = request.app.state.pool
-    try:
-        await region_or_404(pool, region_code)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    await region_or_404(pool, region_code)
     public_url: str = request.app.state.settings.public_url
 
     async def body() -> AsyncIterator[bytes]:
@@ -392,7 +388,7 @@ async def export_batches(request: Request) -> Response:
                     public_url=public_url,
                 ):  # fmt: skip
                     yield chunk
-        except POSTGRES_ERRORS as exc:
+        except db.POSTGRES_AWAY_ERRORS as exc:
             logger.error("export of %s %s..%s cut short: %r", region_code, start, end, exc)
             raise
 

@@ -37,7 +37,7 @@ from codegen.format import CodeType, MalformedCode, parse, type_of
 from resolver import queries
 from resolver.api.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
 from resolver.api.issuer import CodeIssuer
-from resolver.db import within_request_wait
+from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
 from resolver.edge.bodies import (
     MAX_BODY_BYTES,
     Body,
@@ -49,10 +49,9 @@ from resolver.edge.bodies import (
     check_category,
     read_json,
 )
-from resolver.edge.problems import Problem, invalid
+from resolver.edge.problems import Problem, invalid, store_unavailable
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import china_today
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +301,7 @@ class GroupCommit:
                 [s.unit for s in group], [s.voucher_code for s in group], china_today(),
                 [s.package_seq for s in group],
             )  # fmt: skip
-        except POSTGRES_ERRORS as exc:
+        except POSTGRES_AWAY_ERRORS as exc:  # before PostgresError: a connection lost is not a refusal to retry
             logger.warning("%d gate scans not recorded, postgres unavailable: %r", len(group), exc)
             for scan in group:
                 scan.fail(store_unavailable())
@@ -384,7 +383,8 @@ class GateScanRoute:
 
 
 async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
-    """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers)."""
+    """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers, which
+    answer the one 503 before anything was sent)."""
     state: State = scope["app"].state
     authorization = content_type = content_length = None
     for name, value in scope["headers"]:  # the first of each (even if empty), as Starlette's Headers.get reads them
@@ -413,13 +413,9 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
             )
         )  # fmt: skip
 
-    try:
-        # Bounded: a Postgres that hangs gets a 503 within REQUEST_WAIT_S. A scan given up on may still be
-        # recorded when Postgres answers; its retry with the same key is then answered as a replay.
-        row = await within_request_wait(record())
-    except POSTGRES_ERRORS as exc:
-        logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
-        raise store_unavailable() from exc
+    # Bounded: a Postgres that hangs gets a 503 within REQUEST_WAIT_S. A scan given up on may still be
+    # recorded when Postgres answers; its retry with the same key is then answered as a replay.
+    row = await within_request_wait(record())
     if row["is_conflict"]:
         raise _key_reused()
     reasons = row["reasons"]
@@ -503,8 +499,6 @@ async def create_trade(request: Request) -> Response:
     except asyncpg.RaiseError as exc:  # the function refused the trade and wrote nothing
         status, title = TRADE_ERRORS.get(str(exc), (422, "交易无效"))
         raise Problem(status, str(exc), title, title) from None
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
     if row["error"] is not None:
         status, title = TRADE_ERRORS[row["error"]]
         raise Problem(status, row["error"], title, title)

@@ -27,7 +27,6 @@ from resolver.categories import CATEGORIES, CERTIFICATION_LABELS
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import CHINA_TZ, china_today
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -265,11 +264,8 @@ async def coverage_route(request: Request) -> Response:
     """GET /api/v1/regions/{code}/coverage[?breakdown=1] (public: aggregate figures only)"""
     breakdown = flag_param(request, "breakdown")
     pool: asyncpg.Pool = request.app.state.pool
-    try:
-        region = await region_or_404(pool, request.path_params["code"])
-        coverage = await region_coverage(pool, region)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    region = await region_or_404(pool, request.path_params["code"])
+    coverage = await region_coverage(pool, region)
     return ORJSONResponse(_coverage_json(coverage, breakdown=breakdown))
 
 
@@ -282,11 +278,8 @@ async def unlisted_route(request: Request) -> Response:
     after = int_param(request, "after", default=0, low=0, high=2**62)
     limit = int_param(request, "limit", default=UNLISTED_PAGE_DEFAULT, low=1, high=UNLISTED_PAGE_MAX)
     pool: asyncpg.Pool = request.app.state.pool
-    try:
-        region = await region_or_404(pool, code)
-        rows = await pool.fetch(UNLISTED_CERTIFICATIONS, code, china_today(), TRACED_WINDOW_MONTHS, after, limit)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    region = await region_or_404(pool, code)
+    rows = await pool.fetch(UNLISTED_CERTIFICATIONS, code, china_today(), TRACED_WINDOW_MONTHS, after, limit)
     items = [_unlisted_item(row) for row in rows]
     return ORJSONResponse(
         {
@@ -348,17 +341,14 @@ async def eligibility_route(request: Request) -> Response:
     if not is_valid_credit_code(credit_code):
         raise invalid("not a valid unified social credit code (GB 32100-2015 check character)", field="credit_code")
     pool: asyncpg.Pool = request.app.state.pool
-    try:
-        async with pool.acquire() as conn:
-            producer = await conn.fetchrow(ELIGIBILITY_PRODUCER, credit_code, TRACED_WINDOW_MONTHS)
-            products = [] if producer is None else await conn.fetch(
-                ELIGIBILITY_PRODUCTS, producer["id"], TRACED_WINDOW_MONTHS
-            )  # fmt: skip
-            certifications = [] if producer is None else await conn.fetch(
-                ELIGIBILITY_CERTIFICATIONS, producer["id"], china_today()
-            )  # fmt: skip
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    async with pool.acquire() as conn:
+        producer = await conn.fetchrow(ELIGIBILITY_PRODUCER, credit_code, TRACED_WINDOW_MONTHS)
+        products = [] if producer is None else await conn.fetch(
+            ELIGIBILITY_PRODUCTS, producer["id"], TRACED_WINDOW_MONTHS
+        )  # fmt: skip
+        certifications = [] if producer is None else await conn.fetch(
+            ELIGIBILITY_CERTIFICATIONS, producer["id"], china_today()
+        )  # fmt: skip
     is_traced = producer is not None and producer["is_traced"]
     last_issued_at = producer["last_issued_at"] if producer is not None else None
     body: dict[str, Any] = {

@@ -56,7 +56,7 @@ from resolver.api.labelsheet import LabelSheet
 from resolver.edge.bodies import Body, read_json
 from resolver.edge.problems import Problem
 from resolver.scan.documents import CHINA_TZ, china_today, status_of
-from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
+from resolver.scan.resolve import canonical_code, refresh_chain
 
 logger = logging.getLogger(__name__)
 
@@ -312,13 +312,9 @@ async def create_labels(request: Request) -> Response:
     code = canonical_code(request.path_params["trace_code"])
     body = await read_json(request, LabelsIn)
     state = request.app.state
-    try:
-        batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
-        async with _issue_slots(state):
-            issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
-    except POSTGRES_ERRORS as exc:
-        logger.warning("labels for %s not issued, postgres unavailable: %r", code, exc)
-        raise store_unavailable() from exc
+    batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
+    async with _issue_slots(state):
+        issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
     await refresh_chain(request, batch.batch_id)
     logger.info("issued %d package codes for batch %s", issued.count, batch.trace_code)
     return _answer(request, issued, state.settings.public_url)

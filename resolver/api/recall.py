@@ -18,7 +18,7 @@ from resolver.api.auth import authenticate, forbidden
 from resolver.edge.bodies import Body, MultilineText, read_json
 from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse
-from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
+from resolver.scan.resolve import canonical_code, invalidate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +46,17 @@ async def recall_batch(request: Request) -> Response:
     """POST /api/v1/batches/{code}/recall (admin, or regulator of the batch's region)"""
     principal = await authenticate(request)
     body = await read_json(request, RecallIn)
-    try:
-        batch = await batch_of(request, request.path_params["code"])
-        if not (principal.is_admin or principal.covers_region(batch["region_code"])):
-            raise forbidden("只能召回本辖区的批次")
-        pool: asyncpg.Pool = request.app.state.pool
-        async with pool.acquire() as conn, conn.transaction():
-            recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
-            if recalled_at is not None:
-                await conn.execute(
-                    queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
-                    {"reason": body.reason},
-                )  # fmt: skip
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    batch = await batch_of(request, request.path_params["code"])
+    if not (principal.is_admin or principal.covers_region(batch["region_code"])):
+        raise forbidden("只能召回本辖区的批次")
+    pool: asyncpg.Pool = request.app.state.pool
+    async with pool.acquire() as conn, conn.transaction():
+        recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
+        if recalled_at is not None:
+            await conn.execute(
+                queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
+                {"reason": body.reason},
+            )  # fmt: skip
     is_new = recalled_at is not None
     invalidated = await _invalidate(request, batch["id"])
     return ORJSONResponse(

@@ -27,11 +27,11 @@ from starlette.routing import BaseRoute, Route
 
 from codegen.gtin import InvalidGtin, normalise_gtin
 from resolver.categories import CERTIFICATION_LABELS
-from resolver.edge.problems import Problem
+from resolver.db import POSTGRES_AWAY_ERRORS
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import ORJSONResponse, PageResponse
 from resolver.scan import pages
 from resolver.scan.documents import china_today, status_of
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
 
 # The batch that GTIN $1 and lot $2 name, with what its links say about it, in one round trip. Should
 # products of several producers share a GTIN, the most recently registered matching batch wins.
@@ -255,7 +255,7 @@ def _compact(rel: str) -> str:
 async def _lookup(pool: asyncpg.Pool, gtin: str, lot: str, today: dt.date) -> asyncpg.Record:
     try:
         row = await pool.fetchrow(LOOKUP_BATCH, gtin, lot, today)
-    except POSTGRES_ERRORS as exc:
+    except POSTGRES_AWAY_ERRORS as exc:  # here, not the app's handler: a phone's browser gets the page of it
         raise store_unavailable() from exc
     assert row is not None  # the outer SELECT has no FROM filter: always one row
     if row["trace_code"] is None:

@@ -29,8 +29,8 @@ from cache.singleflight import SingleFlight
 from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
-from resolver.db import within_request_wait
-from resolver.edge.problems import Problem
+from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
 from resolver.scan import pages
 from resolver.scan.ranges import IssuedRanges
@@ -42,19 +42,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-POSTGRES_RETRY_AFTER_S = 5
 JSON_TYPE = b"application/json"
 HTML_TYPE = b"text/html; charset=utf-8"
-# Postgres is away (down, restarting, shutting down, out of connections) rather than refusing the request.
-POSTGRES_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection cut in the middle of an operation (seen when Postgres stops)
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
 
 
 class Resolver:
@@ -165,10 +154,11 @@ class Resolver:
         return loaded
 
     async def _postgres_call(self, call: Awaitable[T]) -> T:
-        """`await call`, a Postgres that is away, or hangs longer than REQUEST_WAIT_S, answered as 503."""
+        """`await call`; a Postgres that is away, or hangs longer than REQUEST_WAIT_S, is counted (/metrics) and
+        answered as the one 503, as a page on a page route (see ScanRoute)."""
         try:
             return await within_request_wait(call)
-        except POSTGRES_ERRORS as exc:
+        except POSTGRES_AWAY_ERRORS as exc:
             self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)
             raise store_unavailable() from exc
@@ -211,16 +201,6 @@ _JSON_ANSWER = (
 
 def _unknown(code: str) -> Problem:
     return Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记，请核对后重试")
-
-
-def store_unavailable() -> Problem:
-    return Problem(
-        503,
-        "store_unavailable",
-        "服务暂不可用",
-        "追溯数据暂时无法读取，请稍后再试",
-        headers={"Retry-After": str(POSTGRES_RETRY_AFTER_S)},
-    )
 
 
 def canonical_code(text: str) -> str:
