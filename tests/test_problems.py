@@ -10,6 +10,7 @@ import pytest
 
 from resolver.db import POSTGRES_AWAY_ERRORS
 from resolver.edge.problems import STORE_RETRY_AFTER_S
+from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import register_batch
 
@@ -56,7 +57,7 @@ async def test_a_write_route_answers_the_one_503_when_postgres_is_away(
 async def test_scan_gate_and_write_routes_give_the_same_503_on_a_closed_pool(service: Service) -> None:
     cold = (await register_batch(service))["trace_code"]  # never resolved: its document needs Postgres
     other = (await register_batch(service))["trace_code"]
-    await service.app.state.pool.close()
+    await app_worker(service.app).pool.close()
     gate = {"Authorization": "Bearer tc_never-checked"}  # its check needs Postgres too
 
     scan = await service.client.get(f"/api/v1/codes/{cold}")  # the scan route's own answer (resolver.scan.resolve)

@@ -40,6 +40,7 @@ from resolver.edge.bodies import (
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import invalidate_batch
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +242,7 @@ def _check_product_write(principal: Principal, producer: asyncpg.Record) -> None
 
 
 def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
+    return worker(request).pool
 
 
 def _credit_code(request: Request) -> str:
@@ -373,7 +373,8 @@ async def forget_documents(request: Request, producer_ids: list[int]) -> None:
         logger.warning("cached documents of producers %s not dropped: %r", producer_ids[:10], exc)
         return
     if len(rows) > INLINE_INVALIDATIONS_MAX:
-        request.app.state.background.spawn(_forget_batches(request.app.state.cache, [r["id"] for r in rows]))
+        state = worker(request)
+        state.background.spawn(_forget_batches(state.cache, [r["id"] for r in rows]))
         return
     for row in rows:
         try:
@@ -385,7 +386,8 @@ async def forget_documents(request: Request, producer_ids: list[int]) -> None:
 
 def forget_documents_later(request: Request, producer_ids: list[int]) -> None:
     """`forget_documents` in the background (after a bulk change; the answer does not wait for it)."""
-    request.app.state.background.spawn(forget_producer_documents(_pool(request), request.app.state.cache, producer_ids))
+    state = worker(request)
+    state.background.spawn(forget_producer_documents(state.pool, state.cache, producer_ids))
 
 
 async def forget_producer_documents(conn: Executor, cache: DocumentCache, producer_ids: list[int]) -> int:

@@ -41,6 +41,7 @@ from resolver.api.hooks import may_see_region, region_or_404, region_param
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.edge.problems import Problem, invalid
 from resolver.scan.documents import CHINA_TZ
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -375,9 +376,10 @@ async def export_batches(request: Request) -> Response:
     if end < start:
         raise invalid("to is before from", field="to")
     export_format = _format_param(request)
-    pool: asyncpg.Pool = request.app.state.pool
+    state = worker(request)
+    pool = state.pool
     await region_or_404(pool, region_code)
-    public_url: str = request.app.state.settings.public_url
+    public_url = state.settings.public_url
 
     async def body() -> AsyncIterator[bytes]:
         # Headers are sent by now: a failure can only cut the stream short, so it is logged.

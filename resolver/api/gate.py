@@ -26,7 +26,6 @@ from typing import Annotated, cast
 import asyncpg
 import orjson
 from pydantic import AfterValidator, Field, StringConstraints, ValidationError
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -35,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse, type_of
 from resolver import queries
-from resolver.api.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
+from resolver.api.auth import Principal, authenticate, bearer_token, forbidden, hash_token
 from resolver.api.issuer import CodeIssuer
 from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
 from resolver.edge.bodies import (
@@ -52,6 +51,7 @@ from resolver.edge.bodies import (
 from resolver.edge.problems import Problem, invalid, store_unavailable
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import china_today
+from resolver.state import Worker, app_worker, worker
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +146,9 @@ def _gate_of(principal: Principal) -> tuple[int, str]:
     return int(market), gate
 
 
-async def _market_region(state: State, market_id: int) -> str:
+async def _market_region(state: Worker, market_id: int) -> str:
     """The market's county, which prefixes its vouchers and circulation codes (kept per process: markets never move)."""
-    regions: dict[int, str] = state.market_regions
+    regions = state.market_regions
     region = regions.get(market_id)
     if region is None:
         region = await state.pool.fetchval(queries.MARKET_REGION, market_id)
@@ -210,14 +210,6 @@ class VoucherSupply:
         """Log a failed reservation (scans waiting for it get its error; the next one short of codes tries again)."""
         if not task.cancelled() and task.exception() is not None:
             logger.warning("voucher codes not reserved: %r", task.exception())
-
-
-def voucher_supply(state: State) -> VoucherSupply:
-    """The worker's VoucherSupply, made on first use."""
-    supply: VoucherSupply | None = getattr(state, "gate_vouchers", None)
-    if supply is None:
-        supply = state.gate_vouchers = VoucherSupply(state.issuer, state.pool)
-    return supply
 
 
 @dataclass(slots=True)
@@ -321,14 +313,6 @@ class GroupCommit:
                 answer.set_result(row)
 
 
-def group_commit(state: State) -> GroupCommit:
-    """The worker's GroupCommit, made on first use."""
-    groups: GroupCommit | None = getattr(state, "gate_groups", None)
-    if groups is None:
-        groups = state.gate_groups = GroupCommit(state.pool)
-    return groups
-
-
 def _reasons(codes: list[str]) -> list[dict[str, str]]:
     return [{"code": code, "message": REASON_MESSAGES[code]} for code in codes]
 
@@ -347,7 +331,7 @@ async def create_market(request: Request) -> Response:
             check_category(category)
         except ValueError as exc:
             raise invalid(str(exc), field="admitted_categories") from None
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     region = await pool.fetchrow(queries.REGION, body.region_code)
     if region is None or region["level"] == 1:
         raise invalid("region_code must be a county-level GB/T 2260 code", field="region_code")
@@ -385,7 +369,7 @@ class GateScanRoute:
 async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers, which
     answer the one 503 before anything was sent)."""
-    state: State = scope["app"].state
+    state = app_worker(scope["app"])
     authorization = content_type = content_length = None
     for name, value in scope["headers"]:  # the first of each (even if empty), as Starlette's Headers.get reads them
         if name == b"authorization":
@@ -405,8 +389,8 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     package_seq = state.ranges.seq_of(code) if type_of(code) is CodeType.PACKAGE else None
 
     async def record() -> asyncpg.Record:
-        voucher = await voucher_supply(state).one(await _market_region(state, market_id))
-        return await group_commit(state).decide(
+        voucher = await state.gate_vouchers.one(await _market_region(state, market_id))
+        return await state.gate_groups.decide(
             PendingScan(
                 market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher,
                 package_seq,
@@ -429,14 +413,13 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     )
 
 
-def _cached_principal(state: State, authorization: bytes | None) -> Principal | None:
+def _cached_principal(state: Worker, authorization: bytes | None) -> Principal | None:
     """The principal of a bearer token this worker checked lately (auth.authenticate's cache), else None: then
     `authenticate` decides, with its 401s. A cached token is never the admin token, which is not cached."""
-    cache: TokenCache | None = getattr(state, "token_cache", None)
-    if cache is None or authorization is None:
+    if authorization is None:
         return None
     token = bearer_token(authorization.decode("latin-1"))
-    return None if token is None else cache.get(hash_token(token))
+    return None if token is None else state.token_cache.get(hash_token(token))
 
 
 async def _scan_body(scope: Scope, receive: Receive, content_type: bytes | None, length: bytes | None) -> GateScanIn:
@@ -486,7 +469,7 @@ async def create_trade(request: Request) -> Response:
         voucher = parse(body.voucher_code)
     except MalformedCode as exc:
         raise invalid(f"voucher_code: {exc.message}", field="voucher_code") from None
-    state = request.app.state
+    state = worker(request)
     try:
         region = await state.pool.fetchval(queries.ENTRY_REGION, voucher)
         if region is None:
@@ -499,13 +482,14 @@ async def create_trade(request: Request) -> Response:
     except asyncpg.RaiseError as exc:  # the function refused the trade and wrote nothing
         status, title = TRADE_ERRORS.get(str(exc), (422, "交易无效"))
         raise Problem(status, str(exc), title, title) from None
+    assert row is not None  # a function's SELECT: one row always
     if row["error"] is not None:
         status, title = TRADE_ERRORS[row["error"]]
         raise Problem(status, row["error"], title, title)
     if row["is_conflict"]:
         raise _key_reused()
     code = row["circulation_code"]
-    public_url: str = state.settings.public_url
+    public_url = state.settings.public_url
     return ORJSONResponse(
         {"circulation_code": code, "url": f"{public_url}/t/{code}", "replay": row["is_replay"]},
         status_code=200 if row["is_replay"] else 201,

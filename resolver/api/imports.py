@@ -49,6 +49,7 @@ from resolver.categories import CATEGORIES
 from resolver.edge.bodies import is_clean_text
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.responses import ORJSONResponse
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -680,8 +681,7 @@ async def _import_route(request: Request, kind: ImportKind) -> Response:
     mode = _mode_param(request)
     is_dry_run = flag_param(request, "dry_run")
     data = await read_csv_body(request)
-    pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn:
+    async with worker(request).pool.acquire() as conn:
         report = await run_import(conn, kind, data, mode=mode, scope_region=scope_region, is_dry_run=is_dry_run)
     logger.info(
         "import of %s: %d rows, %d imported, %d skipped, %d errors in %.2f s",

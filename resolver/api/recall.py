@@ -19,6 +19,7 @@ from resolver.edge.bodies import Body, MultilineText, read_json
 from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.resolve import canonical_code, invalidate_batch
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def batch_of(request: Request, text: str) -> asyncpg.Record:
     query = queries.BATCH_BY_TRACE_CODE if len(code) == 20 else queries.BATCH_BY_LONG_CODE
     if len(code) == 20 and code[0] != str(int(CodeType.PRODUCTION_BATCH)):
         raise Problem(422, "not_a_batch_code", "不是生产批次码", "请使用生产批次码（首位为1）或国家平台追溯码")
-    row: asyncpg.Record | None = await request.app.state.pool.fetchrow(query, code)
+    row: asyncpg.Record | None = await worker(request).pool.fetchrow(query, code)
     if row is None:
         raise Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记")
     return row
@@ -49,8 +50,7 @@ async def recall_batch(request: Request) -> Response:
     batch = await batch_of(request, request.path_params["code"])
     if not (principal.is_admin or principal.covers_region(batch["region_code"])):
         raise forbidden("只能召回本辖区的批次")
-    pool: asyncpg.Pool = request.app.state.pool
-    async with pool.acquire() as conn, conn.transaction():
+    async with worker(request).pool.acquire() as conn, conn.transaction():
         recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
         if recalled_at is not None:
             await conn.execute(
@@ -88,7 +88,7 @@ async def _invalidate(request: Request, batch_id: int) -> bool:
             except Exception as exc:  # keep trying: a stale "active" after a recall must not survive
                 logger.warning("recall invalidation of batch %d still failing: %r", batch_id, exc)
 
-    request.app.state.background.spawn(retry())
+    worker(request).background.spawn(retry())
     return False
 
 

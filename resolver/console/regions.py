@@ -31,6 +31,7 @@ from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import PageResponse
 from resolver.scan import pages
 from resolver.scan.documents import CHINA_TZ
+from resolver.state import worker
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ def _recall(row: asyncpg.Record) -> dict[str, Any]:
 
 async def region_page(request: Request) -> Response:
     """GET /regions/{code} (public)"""
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     try:
         try:
             region = await region_or_404(pool, request.path_params["code"])

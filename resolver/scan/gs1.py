@@ -32,6 +32,7 @@ from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import ORJSONResponse, PageResponse
 from resolver.scan import pages
 from resolver.scan.documents import china_today, status_of
+from resolver.state import worker
 
 # The batch that GTIN $1 and lot $2 name, with what its links say about it, in one round trip. Should
 # products of several producers share a GTIN, the most recently registered matching batch wins.
@@ -322,8 +323,9 @@ async def _resolve(request: Request, ranges: Sequence[_MediaRange]) -> Response:
     lot = _lot(request)
     link_type = _link_type(request.query_params.get("linkType"))
     today = china_today()
-    row = await _lookup(request.app.state.pool, gtin, lot, today)
-    public_url: str = request.app.state.settings.public_url
+    state = worker(request)
+    row = await _lookup(state.pool, gtin, lot, today)
+    public_url = state.settings.public_url
     anchor = f"{public_url}/{GTIN_AI}/{gtin}/{LOT_AI}/{quote(lot, safe='')}"
     links = batch_links(row, public_url=public_url, today=today)
     link_header = [f'<{anchor}?linkType=linkset>; rel="linkset"; type="{LINKSET_MEDIA_TYPE}"']
@@ -354,7 +356,7 @@ async def resolver_description(request: Request) -> Response:
     """GET /.well-known/gs1resolver: the resolver description file of the GS1-Conformant resolver standard."""
     if request.method == "OPTIONS":
         return Response(status_code=204, headers=_PREFLIGHT)
-    public_url: str = request.app.state.settings.public_url
+    public_url = worker(request).settings.public_url
     description = {
         "name": "tracecode 农产品质量安全追溯 GS1 数字链接解析服务",
         "resolverRoot": public_url,

@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import asyncpg
 import orjson
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +36,7 @@ from resolver.scan.ranges import IssuedRanges
 from resolver.scan.ratelimit import Limiter, client_of
 from resolver.scan.scans import ScanCounter
 from resolver.scan.stored import Loaded, PostgresDocuments
+from resolver.state import app_worker, worker
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +231,11 @@ class ScanRoute:
         return f"ScanRoute(is_page={self.is_page})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state: State = scope["app"].state
+        state = app_worker(scope["app"])
         place = client_place(scope)
         client = client_of(_host(scope))
         as_page = self.is_page and not _wants_json(scope)
-        resolver: Resolver = state.resolver
+        resolver = state.resolver
         try:
             code, entry, scans = await _resolve_limited(
                 resolver, state.limiter, client, place, scope["path_params"]["code"]
@@ -318,8 +318,9 @@ async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool
     told only if Redis held documents of the batch; a chain missing its newest event for a while is
     acceptable, and a busy gate must not pay twice for it.
     """
-    cache: DocumentCache = request.app.state.cache
-    request.app.state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
+    state = worker(request)
+    cache = state.cache
+    state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
     await cache.invalidate_batch(batch_id, always_publish=is_thorough)
     if not is_thorough:
         return
@@ -331,4 +332,4 @@ async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool
         except Exception as exc:  # a background task has no caller to tell
             logger.warning("second invalidation of batch %d failed: %r", batch_id, exc)
 
-    request.app.state.background.spawn(again())
+    state.background.spawn(again())
