@@ -64,6 +64,7 @@ from resolver.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 from resolver.ops.settings import Settings
 from resolver.scan.ratelimit import MAX_BAD
 from resolver.scan.scans import FLUSH_INTERVAL_S
+from resolver.state import app_worker
 from schema.migrate import migrate
 
 SCENARIO_NUMBERS = (1, 2, 3, 4, 5)
@@ -532,7 +533,7 @@ async def recall_during_redis_freeze(settings: Settings, servers: OwnServers) ->
     outcome = Outcome("1. Redis frozen (SIGSTOP), a recall on worker 1, 8 consumers resolving on worker 2")
     async with two_workers(settings) as (w1, w2):
         code: str = (await register_batch(w1, await register_producer(w1)))["trace_code"]
-        await wait_until(lambda: bool(w2.app.state.local.is_enabled), "worker 2's in-process tier on")
+        await wait_until(lambda: bool(app_worker(w2.app).local.is_enabled), "worker 2's in-process tier on")
         for _ in range(WARM_ASKS):  # in worker 2's tier and in Redis, as active
             await resolve(w2, code)
         answers: list[Answer] = []
@@ -648,7 +649,7 @@ async def scan_counts_across_redis_restart(settings: Settings, servers: OwnServe
     async with two_workers(settings) as (w1, w2):
         workers = (w1, w2)
         _, (code,) = await labelled_batch(w1, 1)
-        seq = w1.app.state.ranges.seq_of(code)
+        seq = app_worker(w1.app).ranges.seq_of(code)
         load = await package_load(workers, BACKGROUND_LABELS)
         load.start(workers)
         scans: list[Answer] = []

@@ -36,17 +36,23 @@ import asyncpg
 import httpx
 from starlette.applications import Starlette
 
+from cache.store import redis_client
 from codegen.creditcode import ALPHABET, make_credit_code
 from resolver import db
 from resolver.api import hooks
 from resolver.api.imports import ImportKind, run_import
+from resolver.app import build_worker
 from resolver.edge import problems
 from resolver.ops.embedded import EmbeddedServices, ensure_services
+from resolver.ops.metrics import Metrics
+from resolver.ops.settings import Settings
+from resolver.state import attach
 from schema.migrate import migrate
 from schema.regions import load_regions
 
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORT_PROBE_TIMEOUT_S = 0.5
+UNUSED_REDIS_URL = "redis://127.0.0.1:1"  # the worker's Redis client, never connected: coverage reads Postgres alone
 CODE_PARTITIONS = 16
 DEFAULT_PRODUCERS = 100_000
 DEFAULT_RUNS = 200
@@ -132,7 +138,8 @@ async def _coverage_timings(pool: asyncpg.Pool, runs: int) -> list[list[str]]:
         routes=hooks.ROUTES,
         exception_handlers={problems.Problem: problems.handle_problem, Exception: problems.handle_unexpected},
     )
-    app.state.pool = pool
+    redis = redis_client(UNUSED_REDIS_URL)
+    attach(app, build_worker(Settings(), Metrics(), pool, redis))  # no lifespan: no task, no connection to Redis
     rows = []
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
@@ -156,6 +163,7 @@ async def _coverage_timings(pool: asyncpg.Pool, runs: int) -> list[list[str]]:
                     f"{body['traced']:,}",
                     str(len(body.get("counties", []))) if breakdown else "",
                 ])  # fmt: skip
+    await redis.aclose()
     return rows
 
 

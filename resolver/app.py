@@ -23,6 +23,7 @@ from cache.store import DocumentCache, redis_client
 from codegen import kernels
 from resolver import db, queries
 from resolver.api import catalog, export, gate, hooks, imports, labels, openapi, recall, registry
+from resolver.api.auth import TokenCache
 from resolver.api.issuer import CodeIssuer
 from resolver.console import regions
 from resolver.edge import problems
@@ -35,6 +36,7 @@ from resolver.scan.changes import ChangeFeed
 from resolver.scan.ranges import IssuedRanges
 from resolver.scan.ratelimit import Limiter
 from resolver.scan.scans import ScanCounter
+from resolver.state import Worker, attach, worker
 from schema.migrate import ensure_event_partitions
 
 logger = logging.getLogger(__name__)
@@ -55,7 +57,7 @@ async def livez(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     """GET /healthz: ok when Postgres and Redis both answer within HEALTH_TIMEOUT_S, degraded when either does not
     (asked at once, so that the answer comes within HEALTH_TIMEOUT_S whatever either does)."""
-    state = request.app.state
+    state = worker(request)
     postgres, redis_state = await asyncio.gather(
         _answers_within(state.pool.fetchval("SELECT 1", timeout=HEALTH_TIMEOUT_S)),
         _answers_within(state.cache.ping()),
@@ -70,7 +72,7 @@ async def _answers_within(check: Awaitable[object]) -> bool:
     """Whether `check` answered, and truly (a ping's False is no answer), within HEALTH_TIMEOUT_S."""
     try:
         return await db.within(check, HEALTH_TIMEOUT_S) is not False
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except db.POSTGRES_CALL_ERRORS:
         return False
 
 
@@ -80,7 +82,7 @@ async def _keep_event_partitions(pool: asyncpg.Pool) -> None:
         try:
             async with pool.acquire() as conn:
                 await ensure_event_partitions(conn, today=dt.date.today())
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("could not check event partitions: %r", exc)
 
 
@@ -90,7 +92,7 @@ async def _forget_expired_documents(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(DOCUMENT_CLEANUP_INTERVAL_S)
         try:
             await pool.execute(queries.FORGET_EXPIRED_DOCUMENTS)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("could not delete expired stored documents: %r", exc)
 
 
@@ -109,6 +111,32 @@ async def _close(background: Background, redis: aioredis.Redis, pool: asyncpg.Po
         pool.terminate()
 
 
+def build_worker(settings: Settings, app_metrics: metrics.Metrics, pool: asyncpg.Pool, redis: aioredis.Redis) -> Worker:
+    """The worker's objects on an open pool and Redis client; no I/O, no task started (the lifespan starts them)."""
+    cache = DocumentCache(redis)
+    local = LocalTier(settings.local_cache_size)
+    issuer = CodeIssuer(settings.secret)
+    ranges = IssuedRanges(pool, settings.secret)
+    return Worker(
+        settings=settings,
+        metrics=app_metrics,
+        pool=pool,
+        redis=redis,
+        cache=cache,
+        local=local,
+        background=Background(),
+        issuer=issuer,
+        limiter=Limiter(settings.bad_lookup_limit),
+        ranges=ranges,
+        resolver=resolve.Resolver(pool, cache, local, ScanCounter(pool, cache), ranges, public_url=settings.public_url),
+        token_cache=TokenCache(redis),
+        gate_vouchers=gate.VoucherSupply(issuer, pool),
+        gate_groups=gate.GroupCommit(pool),
+        label_slots=asyncio.Semaphore(labels.MAX_CONCURRENT_ISSUES),
+        market_regions={},
+    )
+
+
 def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -> Starlette:
     """The application for `settings`, whose database and Redis URLs must be set (see resolver.ops.cli).
 
@@ -123,36 +151,26 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await db.create_pool(database_url, query_logger=query_logger)
         redis = redis_client(redis_url)
-        cache = DocumentCache(redis)
+        built = build_worker(settings, app_metrics, pool, redis)
+        background, cache, local = built.background, built.cache, built.local
         if not await cache.ping():
             logger.warning("redis at start-up does not answer: serving from postgres until it does")
-        background = Background()
-        local = LocalTier(settings.local_cache_size)
-        counter = ScanCounter(pool, cache)
-        app.state.pool = pool
-        app.state.cache = cache
-        app.state.local = local
-        app.state.redis = redis
-        app.state.background = background
-        app.state.issuer = CodeIssuer(settings.secret)
-        app.state.market_regions = {}
-        app.state.limiter = limiter = Limiter(settings.bad_lookup_limit)
-        app.state.ranges = ranges = IssuedRanges(pool, settings.secret)
-        app.state.resolver = resolve.Resolver(pool, cache, local, counter, ranges, public_url=settings.public_url)
         background.spawn(asyncio.to_thread(kernels.warm))  # the first labels or package scan need not load the kernels
         background.spawn(_keep_event_partitions(pool))
         background.spawn(_forget_expired_documents(pool))
         changes = ChangeFeed(pool, local)
         try:  # before the first answer: a change Redis missed within the last hour must not be served
             await changes.poll()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except db.POSTGRES_CALL_ERRORS as exc:
             logger.warning("changes not read from postgres at start-up: %r", exc)
         background.spawn(changes.run())
-        background.spawn(counter.run())
-        background.spawn(limiter.run(cache))
-        background.spawn(metrics.publish(app.state.metrics, redis, app.state))
+        background.spawn(built.resolver.counter.run())
+        background.spawn(built.limiter.run(cache))
+        background.spawn(built.token_cache.listen())
+        background.spawn(metrics.publish(app_metrics, redis, built))
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))
+        attach(app, built)
         # Everything made so far lives as long as the worker: keep it out of the collector's full passes, which
         # otherwise walk it every few hundred milliseconds under load (30-76 ms pauses measured in bench/).
         gc.freeze()
@@ -185,14 +203,12 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             problems.Problem: problems.handle_problem,
             HTTPException: problems.handle_http_exception,
             ClientDisconnect: problems.handle_client_disconnect,
-            **dict.fromkeys(resolve.POSTGRES_ERRORS, problems.handle_store_unavailable),
+            **dict.fromkeys(db.POSTGRES_AWAY_ERRORS, problems.handle_store_unavailable),
             Exception: problems.handle_unexpected,
         },
         middleware=[Middleware(metrics.MetricsMiddleware, metrics=app_metrics)],
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = app_metrics
     return app
 
 

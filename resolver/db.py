@@ -21,6 +21,20 @@ COMMAND_TIMEOUT_S = 10.0
 # What a request waits for Postgres, connection included, before it answers 503 with Retry-After: a Postgres that
 # hangs (frozen, partitioned) rather than refusing would otherwise hold a scan for COMMAND_TIMEOUT_S or more.
 REQUEST_WAIT_S = 3.0
+# Postgres is away (down, restarting, shutting down, out of connections, or silent past a timeout) rather than
+# refusing the statement. A request answers these with the one 503 (resolver.edge.problems.store_unavailable,
+# which the app's exception handlers give), so a route lets them pass unless it has something else to do.
+POSTGRES_AWAY_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection cut in the middle of an operation (seen when Postgres stops)
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+# Any failure of a Postgres call: away, or the statement refused. What a background task logs and outlives.
+POSTGRES_CALL_ERRORS = (*POSTGRES_AWAY_ERRORS, asyncpg.PostgresError)
 
 T = TypeVar("T")
 
@@ -79,6 +93,8 @@ async def _retrying(what: str, open_: Callable[[], Awaitable[T]]) -> T:
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
             return await open_()
+        # Not POSTGRES_CALL_ERRORS: an InterfaceError here is a mistake in the settings (a bad DSN option), which
+        # no retry mends.
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             last_error = exc
             logger.warning("postgres not ready for %s (attempt %d/%d): %s", what, attempt, CONNECT_ATTEMPTS, exc)

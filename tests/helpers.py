@@ -19,6 +19,7 @@ import httpx
 
 from codegen.format import CodeType, region_of
 from codegen.permute import issue_one
+from resolver.state import app_worker
 from tests.conftest import Service, random_credit_code
 
 TRACECODE = str(Path(sys.executable).with_name("tracecode"))
@@ -95,7 +96,7 @@ def package_code(service: Service, region: str, seq: int) -> str:
 
 def next_package_code(service: Service, code: str) -> str:
     """The package code of the sequence number after `code`'s."""
-    return package_code(service, region_of(code), service.app.state.ranges.seq_of(code) + 1)
+    return package_code(service, region_of(code), app_worker(service.app).ranges.seq_of(code) + 1)
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ import pytest
 
 from resolver.api import auth
 from resolver.api.auth import Principal, hash_token
+from resolver.state import app_worker
 from tests.conftest import Service
 
 LISTEN_TIMEOUT_S = 5.0
@@ -30,9 +31,9 @@ async def _scan_status(service: Service, token: str) -> int:
 
 
 async def _listening(service: Service) -> None:
-    """Wait until the service's token cache hears revocations (its listener starts on the first request)."""
+    """Wait until the service's token cache hears revocations (its listener starts with the worker)."""
     deadline = time.monotonic() + LISTEN_TIMEOUT_S
-    while not getattr(service.app.state, "token_cache", None) or not service.app.state.token_cache.is_listening:
+    while not app_worker(service.app).token_cache.is_listening:
         assert time.monotonic() < deadline, "the token cache never subscribed to revocations"
         await asyncio.sleep(0.01)
 
@@ -52,10 +53,9 @@ async def test_revoked_token_is_refused_by_another_instance_within_one_second(
     # Cached for an hour: only the revocation message can make the other instance refuse the token in time.
     monkeypatch.setattr(auth, "TOKEN_CACHE_TTL_S", 3_600.0)
     token_id, token = await _gate_token(service)
-    assert await _scan_status(second_service, token) == 200  # the other instance's cache starts listening
     await _listening(second_service)
-    assert await _scan_status(second_service, token) == 200  # and now holds the token
-    assert second_service.app.state.token_cache.get(hash_token(token)) is not None
+    assert await _scan_status(second_service, token) == 200  # the other instance now holds the token
+    assert app_worker(second_service.app).token_cache.get(hash_token(token)) is not None
 
     revoked = await service.client.delete(f"/api/v1/tokens/{token_id}", headers=service.admin_headers)
     returned_at = time.monotonic()
@@ -72,8 +72,7 @@ async def test_revoked_token_is_refused_by_another_instance_within_one_second(
 
 
 async def test_a_lookup_that_began_before_a_revocation_is_not_cached(service: Service) -> None:
-    await _scan_status(service, "tc_warm-up")  # the cache is made on the first request
-    cache = service.app.state.token_cache
+    cache = app_worker(service.app).token_cache
     began = cache.generation
 
     cache.drop(41)  # a revocation heard while the lookup was in flight

@@ -18,6 +18,7 @@ from jsonschema import Draft7Validator, FormatChecker
 
 from resolver.ops.settings import Settings
 from resolver.scan.documents import china_today
+from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import TRACECODE, register_batch, register_producer, subprocess_env
 
@@ -184,7 +185,7 @@ async def test_epcis_export_validates_and_maps_each_event(service: Service) -> N
 
 async def test_export_takes_only_the_period(service: Service) -> None:
     old = (await register_batch(service, await register_producer(service, region=REGION)))["trace_code"]
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         batch_id = await conn.fetchval("SELECT id FROM batches WHERE trace_code = $1", old)
         await conn.execute("UPDATE batches SET created_at = created_at - interval '40 days' WHERE id = $1", batch_id)
         await conn.execute(

@@ -25,6 +25,7 @@ from resolver.db import REQUEST_WAIT_S
 from resolver.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 from resolver.ops.settings import Settings
 from resolver.scan.scans import FLUSH_INTERVAL_S
+from resolver.state import app_worker
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Service
 from tests.helpers import issue_labels, register_batch, serving, subprocess_env
@@ -82,7 +83,7 @@ async def test_redis_killed_resolves_go_on_and_full_speed_returns(
     codes = [(await register_batch(own_service))["trace_code"] for _ in range(3)]
     for code in codes:
         await own_service.client.get(f"/api/v1/codes/{code}")
-    state = own_service.app.state
+    state = app_worker(own_service.app)
     await _wait_for(lambda: state.local.is_enabled)
 
     await asyncio.to_thread(own_servers.redis.stop)
@@ -246,10 +247,10 @@ async def test_a_recall_holds_on_every_worker_while_redis_hangs(own_service: Ser
             await asyncio.sleep(0.01)
 
     async with _second_worker(own_service.settings) as other:
-        await _wait_for(lambda: other.app.state.local.is_enabled)
+        await _wait_for(lambda: app_worker(other.app).local.is_enabled)
         for _ in range(3):  # in the other worker's tier and in Redis, as active
             assert (await other.client.get(f"/api/v1/codes/{code}")).json()["status"] == "active"
-        assert len(other.app.state.local) == 1
+        assert len(app_worker(other.app).local) == 1
         with frozen(own_servers.redis.pid):
             consumers = [asyncio.create_task(consumer(other)) for _ in range(LOAD_CONCURRENCY)]
             await asyncio.sleep(0.3)

@@ -34,6 +34,7 @@ from resolver.app import create_app
 from resolver.edge.bodies import MAX_BODY_BYTES, read_json
 from resolver.edge.problems import Problem
 from resolver.ops.settings import Settings
+from resolver.state import app_worker
 from tests.conftest import QueryLog, Service
 from tests.helpers import (
     issue_labels,
@@ -113,7 +114,7 @@ async def test_package_label_codes_are_admitted_like_their_batch(service: Servic
 
     assert [answer["decision"] for answer in answers] == ["accept", "accept", "reject"]
     assert reasons(answers[2]) == ["unknown_code"]
-    entries = await service.app.state.pool.fetch(
+    entries = await app_worker(service.app).pool.fetch(
         "SELECT batch_id, scanned_code FROM gate_entries WHERE scanned_code = ANY ($1::text[])", [first, last]
     )
     assert sorted((r["batch_id"], r["scanned_code"]) for r in entries) == sorted(
@@ -191,7 +192,7 @@ async def test_exact_admission_under_32_concurrent_scans(
     assert sum(a["decision"] == "accept" for a in answers) == 8
     assert all(reasons(a) == ["quantity_exceeds_batch"] for a in answers if a["decision"] == "reject")
     assert len({a["voucher_code"] for a in answers if a["voucher_code"]}) == 8
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 8
         assert await conn.fetchval("SELECT count(*) FROM gate_entries WHERE batch_id = $1", batch["batch_id"]) == 8
 
@@ -209,7 +210,7 @@ async def test_same_key_same_answer_nothing_written_twice_even_racing(
 
     assert len({a["voucher_code"] for a in [*racing, later]}) == 1
     assert sum(not a["replay"] for a in racing) == 1 and later["replay"]
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 5
         assert await conn.fetchval("SELECT count(*) FROM gate_entries WHERE batch_id = $1", batch["batch_id"]) == 1
 
@@ -350,7 +351,7 @@ async def test_entries_and_trades_change_no_existing_document(
 
 
 async def _credit_code(service: Service, batch_id: int) -> str:
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         code: str = await conn.fetchval(
             "SELECT p.credit_code FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.id = $1", batch_id
         )
@@ -440,7 +441,7 @@ async def test_scans_arriving_together_go_as_one_group_each_decided_alone(servic
     assert [r["reasons"] for r in rows[:5] if r["decision"] == "reject"] == [["quantity_exceeds_batch"]] * 2
     assert [r["reasons"] for r in rows[5:]] == [["no_certificate"], ["unknown_code"]]
     assert all(r["voucher_code"] == s.voucher_code for r, s in zip(rows, scans, strict=True) if r["voucher_code"])
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", small["batch_id"]) == 3
         assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 7
 
@@ -457,7 +458,7 @@ async def test_one_bad_scan_fails_alone(service: Service) -> None:
 
     assert isinstance(answers[2], asyncpg.UniqueViolationError)
     assert [a["decision"] for a in answers if not isinstance(a, BaseException)] == ["accept"] * 4
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 10 + 4
         assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 5
 
@@ -472,7 +473,7 @@ async def test_a_key_twice_in_one_group_is_one_scan_and_its_replay(service: Serv
 
     assert sorted(r["is_replay"] for r in rows) == [False, True]
     assert rows[0]["voucher_code"] == rows[1]["voucher_code"] and not any(r["is_conflict"] for r in rows)
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 5
 
 
@@ -500,14 +501,14 @@ async def test_a_key_racing_with_another_workers_group_is_replayed(service: Serv
     assert rows[0]["is_replay"] and rows[0]["reasons"] == ["unknown_code"] and not rows[0]["is_conflict"]
     assert rows[1]["decision"] == "accept" and not rows[1]["is_replay"]
     assert service.query_log.count("tracecode_gate_scans") - before == 3  # the group, then each scan alone
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT admitted FROM batches WHERE id = $1", batch["batch_id"]) == 1
         assert await conn.fetchval("SELECT count(*) FROM gate_scans WHERE market_id = $1", market) == 2
 
 
 async def _until_blocked(service: Service) -> None:
     """Until a backend of the service waits for a lock (its group met the other worker's uncommitted row)."""
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         for _ in range(500):
             if await conn.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
@@ -518,9 +519,7 @@ async def _until_blocked(service: Service) -> None:
 
 
 def group_commit_of(service: Service) -> GroupCommit:
-    groups: GroupCommit = getattr(service.app.state, "gate_groups", None) or GroupCommit(service.app.state.pool)
-    service.app.state.gate_groups = groups
-    return groups
+    return app_worker(service.app).gate_groups
 
 
 @pytest.mark.parametrize(
@@ -647,7 +646,7 @@ async def _until_listening(service: Service) -> None:
     """Until the token cache's listener has subscribed: one cancelled while it subscribes holds up the shut-down
     for SHUTDOWN_STEP_S (cache.store.follow_ids), which a test that ends at once would pay."""
     for _ in range(200):
-        if service.app.state.token_cache.is_listening:
+        if app_worker(service.app).token_cache.is_listening:
             return
         await asyncio.sleep(0.01)
 
@@ -664,7 +663,7 @@ async def test_scan_route_keeps_method_and_name(service: Service, gate: dict[str
 
 
 async def test_vouchers_come_from_one_reservation_and_the_next_is_made_ahead(service: Service) -> None:
-    supply = VoucherSupply(service.app.state.issuer, service.app.state.pool)
+    supply = VoucherSupply(app_worker(service.app).issuer, app_worker(service.app).pool)
     before = service.query_log.count("code_sequences")
 
     first = await asyncio.gather(*(supply.one("630103") for _ in range(100)))
@@ -691,7 +690,7 @@ class _FailingIssuer(CodeIssuer):
 
 
 async def test_a_failed_voucher_reservation_fails_its_scans_and_the_next_scan_tries_again(service: Service) -> None:
-    supply = VoucherSupply(_FailingIssuer(), service.app.state.pool)
+    supply = VoucherSupply(_FailingIssuer(), app_worker(service.app).pool)
 
     failed = await asyncio.gather(*(supply.one("630103") for _ in range(3)), return_exceptions=True)
     later = await supply.one("630103")

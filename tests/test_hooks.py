@@ -18,6 +18,7 @@ import pytest
 from resolver.api import hooks
 from resolver.app import create_app
 from resolver.ops.settings import Settings
+from resolver.state import app_worker
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Servers, Service, create_database, drop_database, random_credit_code
 from tests.helpers import register_batch, register_producer
@@ -94,7 +95,7 @@ async def _coverage(service: Service, region: str, **params: str) -> dict[str, A
 
 async def _age(service: Service, credit_code: str, *, months: int = 13) -> None:
     """Move the producer's batches `months` back, with last_issued_at as a registration that old left it."""
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         await conn.execute(
             """
             UPDATE batches b SET created_at = b.created_at - make_interval(months => $2)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from starlette.types import Message
 
 from codegen.format import MalformedCode, compose, is_valid, parse
+from resolver.state import app_worker
 from tests.conftest import Service, random_credit_code
 from tests.helpers import register_batch
 
@@ -125,7 +126,7 @@ async def test_a_client_breaking_off_its_upload_is_one_quiet_line(
     assert sent[0]["status"] == 499
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert len([r for r in caplog.records if "client left" in r.getMessage()]) == 1
-    requests = service.app.state.metrics.requests
+    requests = app_worker(service.app).metrics.requests
     assert not [key for key, n in requests.items() if key[2] >= 500 and n]
 
 

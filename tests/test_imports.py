@@ -12,6 +12,7 @@ import pytest
 
 from resolver.api import imports
 from resolver.ops.settings import Settings
+from resolver.state import app_worker
 from tests.conftest import Service, random_credit_code
 from tests.helpers import TRACECODE, register_producer, subprocess_env
 
@@ -39,7 +40,7 @@ async def _import(
 
 
 async def _registered(service: Service, *credit_codes: str) -> set[str]:
-    rows = await service.app.state.pool.fetch(
+    rows = await app_worker(service.app).pool.fetch(
         "SELECT credit_code::text FROM producers WHERE credit_code = ANY ($1::char(18)[])", list(credit_codes)
     )
     return {row["credit_code"] for row in rows}

@@ -26,6 +26,7 @@ from resolver import queries
 from resolver.api import labels
 from resolver.api.issuer import CodeIssuer
 from resolver.api.labelsheet import LABEL_HEIGHT_MM, LABEL_WIDTH_MM, MIN_MODULE_MM, LabelSheet
+from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import TRACECODE, register_batch, register_producer, run_tracecode, subprocess_env
 
@@ -52,7 +53,9 @@ async def _own_batch(service: Service, **overrides: Any) -> dict[str, Any]:
     so two tests issuing in one county use two permutations of one sequence and may meet on a code; one secret
     never does. The 200,000-code test against another in the same county would collide about once in four runs.
     """
-    county = await service.app.state.pool.fetchval("SELECT code FROM regions WHERE level = 3 ORDER BY random() LIMIT 1")
+    county = await app_worker(service.app).pool.fetchval(
+        "SELECT code FROM regions WHERE level = 3 ORDER BY random() LIMIT 1"
+    )
     return await register_batch(service, await register_producer(service, region=county), **overrides)
 
 
@@ -74,7 +77,7 @@ def _csv_codes(text: str) -> list[str]:
 
 async def _stored_codes(service: Service, batch_id: int) -> list[str]:
     """The package codes of the batch's stored ranges, made with the service's secret."""
-    rows = await service.app.state.pool.fetch(
+    rows = await app_worker(service.app).pool.fetch(
         "SELECT region_code, first_seq, count FROM code_ranges WHERE batch_id = $1 ORDER BY first_seq", batch_id
     )
     issuer = CodeIssuer(service.settings.secret)
@@ -157,7 +160,7 @@ async def test_a_labels_request_stores_one_range_row_and_no_row_per_code(service
 
     codes = _csv_codes((await _labels(service, created["trace_code"], {"count": 50_000})).text)
 
-    pool = service.app.state.pool
+    pool = app_worker(service.app).pool
     ranges = await pool.fetch(
         "SELECT code_type, region_code, count FROM code_ranges WHERE batch_id = $1", created["batch_id"]
     )
@@ -334,7 +337,7 @@ async def test_a_request_failing_midway_leaves_no_range_and_no_event(
     service: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     created = await _own_batch(service)
-    state = service.app.state
+    state = app_worker(service.app)
     batch = await labels.find_batch(state.pool, created["trace_code"])
     failing = "SELECT $1::timestamptz, $2::bigint, $3, $4, $5, $6, $7::jsonb, 1 / 0"  # the event, after the range
     monkeypatch.setattr(queries, "INSERT_EVENT", failing)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from cache.local import LocalTier
+from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import register_batch
 
@@ -64,7 +65,7 @@ def test_disabled_tier_keeps_nothing() -> None:
 async def test_warm_scan_touches_neither_postgres_nor_redis(service: Service) -> None:
     code = (await register_batch(service))["trace_code"]
     await service.client.get(f"/api/v1/codes/{code}")
-    cache = service.app.state.cache
+    cache = app_worker(service.app).cache
     before = (cache.hits, cache.misses, cache.errors)
     service.query_log.queries.clear()
 
@@ -79,13 +80,13 @@ async def test_other_workers_drop_their_copy_on_a_change(service: Service, secon
     batch = await register_batch(service)
     url = f"/api/v1/codes/{batch['trace_code']}"
     await second_service.client.get(url)
-    assert second_service.app.state.local.get(batch["trace_code"]) is not None  # held in the other worker
+    assert app_worker(second_service.app).local.get(batch["trace_code"]) is not None  # held in the other worker
 
     await service.client.post(
         f"/api/v1/batches/{batch['trace_code']}/recall", json={"reason": "测试"}, headers=service.admin_headers
     )
     for _ in range(100):
-        if second_service.app.state.local.get(batch["trace_code"]) is None:
+        if app_worker(second_service.app).local.get(batch["trace_code"]) is None:
             break
         await asyncio.sleep(0.01)
 

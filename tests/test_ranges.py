@@ -22,6 +22,7 @@ from resolver.api import labels
 from resolver.api.issuer import CodeIssuer
 from resolver.app import create_app
 from resolver.ops.settings import Settings
+from resolver.state import app_worker
 from schema.migrate import MigrationError, migrate
 from tests.conftest import SESSION_SECRET, Servers, Service, create_database, drop_database
 from tests.helpers import issue_labels, next_package_code, package_code, register_batch, serving, subprocess_env
@@ -34,7 +35,7 @@ async def _status(service: Service, code: str) -> int:
 async def test_the_first_and_last_code_of_a_range_resolve_and_its_neighbours_do_not(service: Service) -> None:
     batch = await register_batch(service)
     first, *_, last = await issue_labels(service, batch["trace_code"], 5)
-    region, ranges = region_of(first), service.app.state.ranges
+    region, ranges = region_of(first), app_worker(service.app).ranges
     after_last = next_package_code(service, last)
 
     answers = [(await service.client.get(f"/api/v1/codes/{code}")).json() for code in (first, last)]
@@ -46,7 +47,7 @@ async def test_the_first_and_last_code_of_a_range_resolve_and_its_neighbours_do_
     assert await _status(service, after_last) == 404
     if ranges.seq_of(first) > 0:  # the code before: an earlier request's (another batch), or a gap
         before_first = package_code(service, region, ranges.seq_of(first) - 1)
-        owner = await service.app.state.pool.fetchval(
+        owner = await app_worker(service.app).pool.fetchval(
             "SELECT batch_id FROM tracecode_package_range($1, $2)", region, ranges.seq_of(before_first)
         )
         assert owner != batch["batch_id"]
@@ -55,7 +56,7 @@ async def test_the_first_and_last_code_of_a_range_resolve_and_its_neighbours_do_
 
 async def test_a_gap_between_two_ranges_is_never_issued(service: Service) -> None:
     batch = await register_batch(service)
-    state = service.app.state
+    state = app_worker(service.app)
     region = region_of(batch["trace_code"])
     before = await issue_labels(service, batch["trace_code"], 3)
     gap_start = await state.issuer.reserve(state.pool, CodeType.PACKAGE, region, 4)  # reserved, never stored
@@ -78,7 +79,7 @@ async def test_a_range_issued_on_another_worker_a_moment_ago_resolves(
     fresh = await issue_labels(service, batch["trace_code"], 2)  # issued by the first worker
 
     assert [await _status(second_service, code) for code in fresh] == [200, 200]
-    assert repr(second_service.app.state.ranges).endswith("probed=2)")  # one probe per range it met
+    assert repr(app_worker(second_service.app).ranges).endswith("probed=2)")  # one probe per range it met
 
 
 async def test_a_package_code_costs_no_document_of_its_own(service: Service, redis: aioredis.Redis) -> None:
@@ -87,17 +88,17 @@ async def test_a_package_code_costs_no_document_of_its_own(service: Service, red
 
     for code in codes[:100]:
         assert await _status(service, code) == 200
-    await service.app.state.resolver.counter.sync()
-    await service.app.state.resolver.counter.flush()
+    await app_worker(service.app).resolver.counter.sync()
+    await app_worker(service.app).resolver.counter.flush()
 
-    pool = service.app.state.pool
+    pool = app_worker(service.app).pool
     document_keys = [key async for key in redis.scan_iter(match=keys.document_key("*"))]
     assert document_keys == [keys.document_key(batch["trace_code"]).encode()]  # one document for 100 codes
     stored = await pool.fetch("SELECT code FROM code_documents WHERE batch_id = $1", batch["batch_id"])
     assert [row["code"] for row in stored] == [batch["trace_code"]]
     counted = await pool.fetchval(
         "SELECT count(*) FROM package_scans WHERE region_code = $1 AND seq = ANY ($2::bigint[])",
-        region_of(codes[0]), [service.app.state.ranges.seq_of(code) for code in codes],
+        region_of(codes[0]), [app_worker(service.app).ranges.seq_of(code) for code in codes],
     )  # fmt: skip
     assert counted == 100  # the scanned ones, not the 200 never scanned
 
@@ -130,8 +131,8 @@ async def test_scans_on_two_workers_add_up_and_a_worker_that_never_saw_a_code_sh
     code, *_ = await issue_labels(service, batch["trace_code"], 3)
     for _ in range(3):
         assert await _status(service, code) == 200
-    await service.app.state.resolver.counter.sync()
-    await service.app.state.resolver.counter.flush()
+    await app_worker(service.app).resolver.counter.sync()
+    await app_worker(service.app).resolver.counter.flush()
     await asyncio.sleep(keys.SCANNED_BITS_FRESH_S)  # any copy of the bitmap the second worker made is stale now
 
     seen = (await second_service.client.get(f"/api/v1/codes/{code}")).json()["scans"]
@@ -146,7 +147,7 @@ async def test_counters_lost_with_redis_are_rebuilt_from_postgres_before_they_ar
     codes = await issue_labels(service, batch["trace_code"], 3)
     for code in [*codes, codes[0]]:
         assert await _status(service, code) == 200
-    counter = service.app.state.resolver.counter
+    counter = app_worker(service.app).resolver.counter
     await counter.sync()
     await counter.flush()
     await redis.flushdb()  # Redis restarted empty
@@ -163,7 +164,7 @@ async def test_a_recall_of_a_batch_of_a_million_package_codes_is_seen_everywhere
     service: Service, settings: Settings, redis: aioredis.Redis
 ) -> None:
     batch = await register_batch(service)
-    state = service.app.state
+    state = app_worker(service.app)
     found = await labels.find_batch(state.pool, batch["trace_code"])
     issued = await labels.issue_labels(state.pool, state.issuer, settings.secret, found, 1_000_000)
     codes = issued.codes()
@@ -277,7 +278,9 @@ async def test_package_rows_move_to_ranges_and_keep_resolving_with_their_counts(
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://migrated") as client:
             answers = [await client.get(f"/api/v1/codes/{code}") for code in (older[0], older[500], newer[9], more[4])]
-            after_more = issue_one(SESSION_SECRET, CodeType.PACKAGE, "632801", app.state.ranges.seq_of(more[4]) + 1)
+            after_more = issue_one(
+                SESSION_SECRET, CodeType.PACKAGE, "632801", app_worker(app).ranges.seq_of(more[4]) + 1
+            )
             never = await client.get(f"/api/v1/codes/{after_more}")
     assert [a.status_code for a in answers] == [200] * 4
     assert answers[1].json()["scans"]["count"] == 8  # 7 before the move, and this scan

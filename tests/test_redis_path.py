@@ -26,6 +26,7 @@ from resolver.app import create_app
 from resolver.ops.embedded import EmbeddedRedis
 from resolver.ops.settings import Settings
 from resolver.scan.scans import ScanCounter
+from resolver.state import app_worker
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
 
@@ -53,7 +54,7 @@ async def tierless(settings: Settings) -> AsyncIterator[Service]:
 async def test_redis_served_scans_ask_postgres_nothing(tierless: Service) -> None:
     code = (await register_batch(tierless))["trace_code"]
     first = await tierless.client.get(f"/api/v1/codes/{code}")
-    cache = tierless.app.state.cache
+    cache = app_worker(tierless.app).cache
     tierless.query_log.queries.clear()
     hits = cache.hits
 

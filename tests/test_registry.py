@@ -4,6 +4,7 @@ import pytest
 
 from codegen.format import is_valid, region_of, type_of
 from codegen.longform import parse_long
+from resolver.state import app_worker
 from tests.conftest import Service, random_credit_code
 from tests.helpers import batch_body, register_batch, register_producer
 
@@ -24,7 +25,7 @@ async def test_token_is_stored_hashed(service: Service) -> None:
     headers = await _token(service, "regulator", "632800")
     token = headers["Authorization"].removeprefix("Bearer ")
 
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         stored = await conn.fetch("SELECT token_hash::text AS h FROM tokens")
 
     assert all(token not in row["h"] for row in stored)
@@ -116,7 +117,7 @@ async def test_invalid_producer_is_422_with_field(service: Service, change: dict
     problem = response.json()
     assert problem["code"] == "invalid_input"
     assert field in problem.get("field", "") or any(e["field"] == field for e in problem.get("errors", []))
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM producers WHERE credit_code = $1", body["credit_code"]) == 0
 
 
@@ -192,7 +193,7 @@ async def test_invalid_batch_is_422_and_writes_nothing(service: Service, change:
 
     assert response.status_code == 422, response.text
     assert any(e["field"] == field for e in response.json()["errors"])
-    async with service.app.state.pool.acquire() as conn:
+    async with app_worker(service.app).pool.acquire() as conn:
         count = await conn.fetchval(
             "SELECT count(*) FROM batches b JOIN producers p ON p.id = b.producer_id WHERE p.credit_code = $1",
             credit_code,

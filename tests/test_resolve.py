@@ -13,6 +13,7 @@ from codegen.format import check_digits, compose
 from resolver.app import create_app
 from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS
 from resolver.ops.settings import Settings
+from resolver.state import app_worker
 from tests.conftest import QueryLog, Service
 from tests.helpers import register_batch
 
@@ -132,7 +133,7 @@ async def test_long_form_resolves_to_the_same_batch(service: Service) -> None:
     ],
 )
 async def test_malformed_code_is_400_without_store_io(service: Service, text: str) -> None:
-    cache = service.app.state.cache
+    cache = app_worker(service.app).cache
     cache_calls_before = (cache.hits, cache.misses, cache.errors)
 
     response = await service.client.get(f"/api/v1/codes/{text}")

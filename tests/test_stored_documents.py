@@ -13,13 +13,14 @@ import redis.asyncio as aioredis
 
 from resolver import queries
 from resolver.scan.stored import PostgresDocuments, build_fingerprint
+from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import register_batch
 
 
 def _documents(service: Service) -> PostgresDocuments:
     """A tier of its own on the service's pool: its counters count this test's loads only."""
-    return PostgresDocuments(service.app.state.pool)
+    return PostgresDocuments(app_worker(service.app).pool)
 
 
 async def _load(documents: PostgresDocuments, code: str) -> dict[str, Any]:

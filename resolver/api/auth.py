@@ -25,6 +25,7 @@ from cache.store import db_channel, follow_ids
 from resolver import queries
 from resolver.db import within_request_wait
 from resolver.edge.problems import Problem
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -121,17 +122,6 @@ class TokenCache:
         await follow_ids(self._redis, self._channel, self.drop, on_subscribed=subscribed, on_lost=lost)
 
 
-def token_cache(request: Request) -> TokenCache:
-    """The worker's token cache, made on first use with its listener among the worker's background tasks
-    (cancelled at shut-down with them)."""
-    state = request.app.state
-    cache: TokenCache | None = getattr(state, "token_cache", None)
-    if cache is None:
-        cache = state.token_cache = TokenCache(state.redis)
-        state.background.spawn(cache.listen())
-    return cache
-
-
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
 
@@ -162,16 +152,17 @@ async def authenticate(request: Request) -> Principal:
         raise Problem(
             401, "unauthorized", "未认证", "需要 Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
         )
-    admin_token: str | None = request.app.state.settings.admin_token
+    state = worker(request)
+    admin_token = state.settings.admin_token
     if admin_token is not None and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal("admin", "")
     token_hash = hash_token(token)
-    cache = token_cache(request)
+    cache = state.token_cache
     principal = cache.get(token_hash)
     if principal is not None:
         return principal
     generation = cache.generation
-    row = await within_request_wait(request.app.state.pool.fetchrow(queries.TOKEN_BY_HASH, token_hash))
+    row = await within_request_wait(state.pool.fetchrow(queries.TOKEN_BY_HASH, token_hash))
     if row is None:
         raise Problem(401, "unauthorized", "未认证", "令牌无效或已撤销", headers={"WWW-Authenticate": "Bearer"})
     principal = Principal(row["role"], row["scope"])

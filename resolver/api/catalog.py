@@ -25,6 +25,7 @@ from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.api.hooks import TRACED_WINDOW_MONTHS, Executor, region_or_404
 from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
+from resolver.db import POSTGRES_AWAY_ERRORS
 from resolver.edge.bodies import (
     Body,
     Category,
@@ -39,7 +40,8 @@ from resolver.edge.bodies import (
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.query import choice_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
-from resolver.scan.resolve import POSTGRES_ERRORS, invalidate_batch, store_unavailable
+from resolver.scan.resolve import invalidate_batch
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +243,7 @@ def _check_product_write(principal: Principal, producer: asyncpg.Record) -> None
 
 
 def _pool(request: Request) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    return pool
+    return worker(request).pool
 
 
 def _credit_code(request: Request) -> str:
@@ -366,11 +367,12 @@ async def forget_documents(request: Request, producer_ids: list[int]) -> None:
     """
     try:
         rows = await _pool(request).fetch(BATCHES_OF_PRODUCERS, producer_ids)
-    except POSTGRES_ERRORS as exc:
+    except POSTGRES_AWAY_ERRORS as exc:
         logger.warning("cached documents of producers %s not dropped: %r", producer_ids[:10], exc)
         return
     if len(rows) > INLINE_INVALIDATIONS_MAX:
-        request.app.state.background.spawn(_forget_batches(request.app.state.cache, [r["id"] for r in rows]))
+        state = worker(request)
+        state.background.spawn(_forget_batches(state.cache, [r["id"] for r in rows]))
         return
     for row in rows:
         try:
@@ -382,14 +384,15 @@ async def forget_documents(request: Request, producer_ids: list[int]) -> None:
 
 def forget_documents_later(request: Request, producer_ids: list[int]) -> None:
     """`forget_documents` in the background (after a bulk change; the answer does not wait for it)."""
-    request.app.state.background.spawn(forget_producer_documents(_pool(request), request.app.state.cache, producer_ids))
+    state = worker(request)
+    state.background.spawn(forget_producer_documents(state.pool, state.cache, producer_ids))
 
 
 async def forget_producer_documents(conn: Executor, cache: DocumentCache, producer_ids: list[int]) -> int:
     """Drop the cached documents of the producers' batches; how many batches. Best effort (logs, never raises)."""
     try:
         rows = await conn.fetch(BATCHES_OF_PRODUCERS, producer_ids)
-    except POSTGRES_ERRORS as exc:
+    except POSTGRES_AWAY_ERRORS as exc:
         logger.warning("cached documents of producers %s not dropped: %r", producer_ids[:10], exc)
         return 0
     return await _forget_batches(cache, [r["id"] for r in rows])
@@ -415,10 +418,7 @@ async def list_producers(request: Request) -> Response:
     kind = _choice(request, "kind", tuple(PRODUCER_KIND_LABELS))
     after = int_param(request, "after", default=0, low=0, high=2**62)
     limit = int_param(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
-    try:
-        rows = await _pool(request).fetch(LIST_PRODUCERS, region, kind, credit_code, after, limit)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    rows = await _pool(request).fetch(LIST_PRODUCERS, region, kind, credit_code, after, limit)
     return ORJSONResponse(_page([_producer_json(row) for row in rows], limit))
 
 
@@ -573,10 +573,7 @@ async def list_certifications(request: Request) -> Response:
     kind = _choice(request, "kind", tuple(CERTIFICATION_LABELS))
     after = int_param(request, "after", default=0, low=0, high=2**62)
     limit = int_param(request, "limit", default=PAGE_DEFAULT, low=1, high=PAGE_MAX)
-    try:
-        rows = await _pool(request).fetch(LIST_CERTIFICATIONS, region, credit_code, kind, after, limit)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    rows = await _pool(request).fetch(LIST_CERTIFICATIONS, region, credit_code, kind, after, limit)
     return ORJSONResponse(_page([_certification_json(row) for row in rows], limit))
 
 

@@ -42,7 +42,7 @@ from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.query import choice_param, region_param
 from resolver.scan.documents import CHINA_TZ
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -369,12 +369,10 @@ async def export_batches(request: Request) -> Response:
     if end < start:
         raise invalid("to is before from", field="to")
     export_format = choice_param(request, "format", EXPORT_FORMATS, "national")
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        await region_or_404(pool, region_code)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
-    public_url: str = request.app.state.settings.public_url
+    state = worker(request)
+    pool = state.pool
+    await region_or_404(pool, region_code)
+    public_url = state.settings.public_url
 
     async def body() -> AsyncIterator[bytes]:
         # Headers are sent by now: a failure can only cut the stream short, so it is logged.
@@ -385,7 +383,7 @@ async def export_batches(request: Request) -> Response:
                     public_url=public_url,
                 ):  # fmt: skip
                     yield chunk
-        except POSTGRES_ERRORS as exc:
+        except db.POSTGRES_AWAY_ERRORS as exc:
             logger.error("export of %s %s..%s cut short: %r", region_code, start, end, exc)
             raise
 

@@ -25,7 +25,6 @@ from typing import Annotated
 import asyncpg
 import orjson
 from pydantic import Field, StringConstraints
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,9 +33,9 @@ from starlette.types import Receive, Scope, Send
 from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType, MalformedCode, parse, type_of
 from resolver import queries
-from resolver.api.auth import Principal, TokenCache, authenticate, bearer_token, forbidden, hash_token
+from resolver.api.auth import Principal, authenticate, bearer_token, forbidden, hash_token
 from resolver.api.issuer import CodeIssuer
-from resolver.db import within_request_wait
+from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
 from resolver.edge.bodies import (
     Body,
     ContactText,
@@ -48,10 +47,10 @@ from resolver.edge.bodies import (
     read_json,
     receive_json,
 )
-from resolver.edge.problems import Problem, invalid
+from resolver.edge.problems import Problem, invalid, store_unavailable
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import china_today
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import Worker, app_worker, worker
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +134,9 @@ def _gate_of(principal: Principal) -> tuple[int, str]:
     return int(market), gate
 
 
-async def _market_region(state: State, market_id: int) -> str:
+async def _market_region(state: Worker, market_id: int) -> str:
     """The market's county, which prefixes its vouchers and circulation codes (kept per process: markets never move)."""
-    regions: dict[int, str] = state.market_regions
+    regions = state.market_regions
     region = regions.get(market_id)
     if region is None:
         region = await state.pool.fetchval(queries.MARKET_REGION, market_id)
@@ -199,14 +198,6 @@ class VoucherSupply:
         """Log a failed reservation (scans waiting for it get its error; the next one short of codes tries again)."""
         if not task.cancelled() and task.exception() is not None:
             logger.warning("voucher codes not reserved: %r", task.exception())
-
-
-def voucher_supply(state: State) -> VoucherSupply:
-    """The worker's VoucherSupply, made on first use."""
-    supply: VoucherSupply | None = getattr(state, "gate_vouchers", None)
-    if supply is None:
-        supply = state.gate_vouchers = VoucherSupply(state.issuer, state.pool)
-    return supply
 
 
 @dataclass(slots=True)
@@ -290,7 +281,7 @@ class GroupCommit:
                 [s.unit for s in group], [s.voucher_code for s in group], china_today(),
                 [s.package_seq for s in group],
             )  # fmt: skip
-        except POSTGRES_ERRORS as exc:
+        except POSTGRES_AWAY_ERRORS as exc:  # before PostgresError: a connection lost is not a refusal to retry
             logger.warning("%d gate scans not recorded, postgres unavailable: %r", len(group), exc)
             for scan in group:
                 scan.fail(store_unavailable())
@@ -308,14 +299,6 @@ class GroupCommit:
             answer = group[row["ord"] - 1].answer
             if not answer.done():
                 answer.set_result(row)
-
-
-def group_commit(state: State) -> GroupCommit:
-    """The worker's GroupCommit, made on first use."""
-    groups: GroupCommit | None = getattr(state, "gate_groups", None)
-    if groups is None:
-        groups = state.gate_groups = GroupCommit(state.pool)
-    return groups
 
 
 def _reasons(codes: list[str]) -> list[dict[str, str]]:
@@ -336,7 +319,7 @@ async def create_market(request: Request) -> Response:
             check_category(category)
         except ValueError as exc:
             raise invalid(str(exc), field="admitted_categories") from None
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     region = await pool.fetchrow(queries.REGION, body.region_code)
     if region is None or region["level"] == 1:
         raise invalid("region_code must be a county-level GB/T 2260 code", field="region_code")
@@ -372,8 +355,9 @@ class GateScanRoute:
 
 
 async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
-    """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers)."""
-    state: State = scope["app"].state
+    """The answer's bytes; raises Problem for a refusal (Postgres errors propagate to the app's handlers, which
+    answer the one 503 before anything was sent)."""
+    state = app_worker(scope["app"])
     authorization = content_type = content_length = None
     for name, value in scope["headers"]:  # the first of each (even if empty), as Starlette's Headers.get reads them
         if name == b"authorization":
@@ -393,21 +377,17 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     package_seq = state.ranges.seq_of(code) if type_of(code) is CodeType.PACKAGE else None
 
     async def record() -> asyncpg.Record:
-        voucher = await voucher_supply(state).one(await _market_region(state, market_id))
-        return await group_commit(state).decide(
+        voucher = await state.gate_vouchers.one(await _market_region(state, market_id))
+        return await state.gate_groups.decide(
             PendingScan(
                 market_id, gate, body.idempotency_key, _scan_hash(body), code, body.quantity, body.unit, voucher,
                 package_seq,
             )
         )  # fmt: skip
 
-    try:
-        # Bounded: a Postgres that hangs gets a 503 within REQUEST_WAIT_S. A scan given up on may still be
-        # recorded when Postgres answers; its retry with the same key is then answered as a replay.
-        row = await within_request_wait(record())
-    except POSTGRES_ERRORS as exc:
-        logger.warning("gate scan not recorded, postgres unavailable: %r", exc)
-        raise store_unavailable() from exc
+    # Bounded: a Postgres that hangs gets a 503 within REQUEST_WAIT_S. A scan given up on may still be
+    # recorded when Postgres answers; its retry with the same key is then answered as a replay.
+    row = await within_request_wait(record())
     if row["is_conflict"]:
         raise _key_reused()
     reasons = row["reasons"]
@@ -421,14 +401,13 @@ async def _gate_scan(scope: Scope, receive: Receive) -> bytes:
     )
 
 
-def _cached_principal(state: State, authorization: bytes | None) -> Principal | None:
+def _cached_principal(state: Worker, authorization: bytes | None) -> Principal | None:
     """The principal of a bearer token this worker checked lately (auth.authenticate's cache), else None: then
     `authenticate` decides, with its 401s. A cached token is never the admin token, which is not cached."""
-    cache: TokenCache | None = getattr(state, "token_cache", None)
-    if cache is None or authorization is None:
+    if authorization is None:
         return None
     token = bearer_token(authorization.decode("latin-1"))
-    return None if token is None else cache.get(hash_token(token))
+    return None if token is None else state.token_cache.get(hash_token(token))
 
 
 async def create_trade(request: Request) -> Response:
@@ -443,7 +422,7 @@ async def create_trade(request: Request) -> Response:
         voucher = parse(body.voucher_code)
     except MalformedCode as exc:
         raise invalid(f"voucher_code: {exc.message}", field="voucher_code") from None
-    state = request.app.state
+    state = worker(request)
     try:
         region = await state.pool.fetchval(queries.ENTRY_REGION, voucher)
         if region is None:
@@ -456,15 +435,14 @@ async def create_trade(request: Request) -> Response:
     except asyncpg.RaiseError as exc:  # the function refused the trade and wrote nothing
         status, title = TRADE_ERRORS.get(str(exc), (422, "交易无效"))
         raise Problem(status, str(exc), title, title) from None
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    assert row is not None  # a function's SELECT: one row always
     if row["error"] is not None:
         status, title = TRADE_ERRORS[row["error"]]
         raise Problem(status, row["error"], title, title)
     if row["is_conflict"]:
         raise _key_reused()
     code = row["circulation_code"]
-    public_url: str = state.settings.public_url
+    public_url = state.settings.public_url
     return ORJSONResponse(
         {"circulation_code": code, "url": f"{public_url}/t/{code}", "replay": row["is_replay"]},
         status_code=200 if row["is_replay"] else 201,

@@ -28,7 +28,7 @@ from resolver.edge.problems import Problem, invalid
 from resolver.edge.query import flag_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import CHINA_TZ, china_today
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import worker
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -231,12 +231,9 @@ def _coverage_json(coverage: RegionCoverage, *, breakdown: bool) -> dict[str, An
 async def coverage_route(request: Request) -> Response:
     """GET /api/v1/regions/{code}/coverage[?breakdown=1] (public: aggregate figures only)"""
     breakdown = flag_param(request, "breakdown")
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        region = await region_or_404(pool, request.path_params["code"])
-        coverage = await region_coverage(pool, region)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    pool = worker(request).pool
+    region = await region_or_404(pool, request.path_params["code"])
+    coverage = await region_coverage(pool, region)
     return ORJSONResponse(_coverage_json(coverage, breakdown=breakdown))
 
 
@@ -248,12 +245,9 @@ async def unlisted_route(request: Request) -> Response:
         raise forbidden(f"只能查看本辖区的认证产品（{code} 不在令牌的辖区内）")
     after = int_param(request, "after", default=0, low=0, high=2**62)
     limit = int_param(request, "limit", default=UNLISTED_PAGE_DEFAULT, low=1, high=UNLISTED_PAGE_MAX)
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        region = await region_or_404(pool, code)
-        rows = await pool.fetch(UNLISTED_CERTIFICATIONS, code, china_today(), TRACED_WINDOW_MONTHS, after, limit)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    pool = worker(request).pool
+    region = await region_or_404(pool, code)
+    rows = await pool.fetch(UNLISTED_CERTIFICATIONS, code, china_today(), TRACED_WINDOW_MONTHS, after, limit)
     items = [_unlisted_item(row) for row in rows]
     return ORJSONResponse(
         {
@@ -314,18 +308,15 @@ async def eligibility_route(request: Request) -> Response:
     credit_code = normalise_credit_code(request.path_params["credit_code"])
     if not is_valid_credit_code(credit_code):
         raise invalid("not a valid unified social credit code (GB 32100-2015 check character)", field="credit_code")
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        async with pool.acquire() as conn:
-            producer = await conn.fetchrow(ELIGIBILITY_PRODUCER, credit_code, TRACED_WINDOW_MONTHS)
-            products = [] if producer is None else await conn.fetch(
-                ELIGIBILITY_PRODUCTS, producer["id"], TRACED_WINDOW_MONTHS
-            )  # fmt: skip
-            certifications = [] if producer is None else await conn.fetch(
-                ELIGIBILITY_CERTIFICATIONS, producer["id"], china_today()
-            )  # fmt: skip
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    pool = worker(request).pool
+    async with pool.acquire() as conn:
+        producer = await conn.fetchrow(ELIGIBILITY_PRODUCER, credit_code, TRACED_WINDOW_MONTHS)
+        products = [] if producer is None else await conn.fetch(
+            ELIGIBILITY_PRODUCTS, producer["id"], TRACED_WINDOW_MONTHS
+        )  # fmt: skip
+        certifications = [] if producer is None else await conn.fetch(
+            ELIGIBILITY_CERTIFICATIONS, producer["id"], china_today()
+        )  # fmt: skip
     is_traced = producer is not None and producer["is_traced"]
     last_issued_at = producer["last_issued_at"] if producer is not None else None
     body: dict[str, Any] = {

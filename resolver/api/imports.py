@@ -49,7 +49,7 @@ from resolver.edge.bodies import is_clean_text, media_type_of, read_capped
 from resolver.edge.problems import Problem
 from resolver.edge.query import choice_param, flag_param
 from resolver.edge.responses import ORJSONResponse
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -666,12 +666,8 @@ async def _import_route(request: Request, kind: ImportKind) -> Response:
     mode = choice_param(request, "mode", IMPORT_MODES, "all_or_nothing")
     is_dry_run = flag_param(request, "dry_run")
     data = await read_csv_body(request)
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        async with pool.acquire() as conn:
-            report = await run_import(conn, kind, data, mode=mode, scope_region=scope_region, is_dry_run=is_dry_run)
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    async with worker(request).pool.acquire() as conn:
+        report = await run_import(conn, kind, data, mode=mode, scope_region=scope_region, is_dry_run=is_dry_run)
     logger.info(
         "import of %s: %d rows, %d imported, %d skipped, %d errors in %.2f s",
         kind, report.rows, report.imported, report.skipped, report.error_count, report.elapsed_s,

@@ -41,7 +41,6 @@ import asyncpg
 import numpy as np
 import orjson
 from pydantic import Field
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -57,7 +56,8 @@ from resolver.edge.bodies import Body, read_json
 from resolver.edge.negotiate import JSON_MEDIA_TYPE, Offers
 from resolver.edge.problems import Problem
 from resolver.scan.documents import CHINA_TZ, china_today, status_of
-from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, refresh_chain, store_unavailable
+from resolver.scan.resolve import canonical_code, refresh_chain
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -295,27 +295,15 @@ def _may_label(principal: Principal, batch: LabelBatch) -> bool:
     return principal.is_admin or (principal.role == "producer" and principal.scope == batch.credit_code)
 
 
-def _issue_slots(state: State) -> asyncio.Semaphore:
-    """The per-process limit on concurrent issuances, made on first use (inside the app's event loop)."""
-    slots: asyncio.Semaphore | None = getattr(state, "label_slots", None)
-    if slots is None:
-        slots = state.label_slots = asyncio.Semaphore(MAX_CONCURRENT_ISSUES)
-    return slots
-
-
 async def create_labels(request: Request) -> Response:
     """POST /api/v1/batches/{trace_code}/labels (admin, or the batch's producer): issue package codes, answer them."""
     principal = await authenticate(request)
     code = canonical_code(request.path_params["trace_code"])
     body = await read_json(request, LabelsIn)
-    state = request.app.state
-    try:
-        batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
-        async with _issue_slots(state):
-            issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
-    except POSTGRES_ERRORS as exc:
-        logger.warning("labels for %s not issued, postgres unavailable: %r", code, exc)
-        raise store_unavailable() from exc
+    state = worker(request)
+    batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
+    async with state.label_slots:
+        issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
     await refresh_chain(request, batch.batch_id)
     logger.info("issued %d package codes for batch %s", issued.count, batch.trace_code)
     return _answer(request, issued, state.settings.public_url)

@@ -18,7 +18,8 @@ from resolver.api.auth import authenticate, forbidden
 from resolver.edge.bodies import Body, MultilineText, read_json
 from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse
-from resolver.scan.resolve import POSTGRES_ERRORS, canonical_code, invalidate_batch, store_unavailable
+from resolver.scan.resolve import canonical_code, invalidate_batch
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def batch_of(request: Request, text: str) -> asyncpg.Record:
     query = queries.BATCH_BY_TRACE_CODE if len(code) == 20 else queries.BATCH_BY_LONG_CODE
     if len(code) == 20 and code[0] != str(int(CodeType.PRODUCTION_BATCH)):
         raise Problem(422, "not_a_batch_code", "不是生产批次码", "请使用生产批次码（首位为1）或国家平台追溯码")
-    row: asyncpg.Record | None = await request.app.state.pool.fetchrow(query, code)
+    row: asyncpg.Record | None = await worker(request).pool.fetchrow(query, code)
     if row is None:
         raise Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记")
     return row
@@ -46,20 +47,16 @@ async def recall_batch(request: Request) -> Response:
     """POST /api/v1/batches/{code}/recall (admin, or regulator of the batch's region)"""
     principal = await authenticate(request)
     body = await read_json(request, RecallIn)
-    try:
-        batch = await batch_of(request, request.path_params["code"])
-        if not (principal.is_admin or principal.covers_region(batch["region_code"])):
-            raise forbidden("只能召回本辖区的批次")
-        pool: asyncpg.Pool = request.app.state.pool
-        async with pool.acquire() as conn, conn.transaction():
-            recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
-            if recalled_at is not None:
-                await conn.execute(
-                    queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
-                    {"reason": body.reason},
-                )  # fmt: skip
-    except POSTGRES_ERRORS as exc:
-        raise store_unavailable() from exc
+    batch = await batch_of(request, request.path_params["code"])
+    if not (principal.is_admin or principal.covers_region(batch["region_code"])):
+        raise forbidden("只能召回本辖区的批次")
+    async with worker(request).pool.acquire() as conn, conn.transaction():
+        recalled_at = await conn.fetchval(queries.RECALL_BATCH, batch["id"], body.reason)
+        if recalled_at is not None:
+            await conn.execute(
+                queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
+                {"reason": body.reason},
+            )  # fmt: skip
     is_new = recalled_at is not None
     invalidated = await _invalidate(request, batch["id"])
     return ORJSONResponse(
@@ -91,7 +88,7 @@ async def _invalidate(request: Request, batch_id: int) -> bool:
             except Exception as exc:  # keep trying: a stale "active" after a recall must not survive
                 logger.warning("recall invalidation of batch %d still failing: %r", batch_id, exc)
 
-    request.app.state.background.spawn(retry())
+    worker(request).background.spawn(retry())
     return False
 
 

@@ -17,13 +17,14 @@ from codegen.creditcode import is_valid_credit_code
 from codegen.format import CodeType
 from codegen.longform import compose_long
 from resolver import queries
-from resolver.api.auth import TOKEN_CACHE_TTL_S, Principal, authenticate, create_token, forbidden, token_cache
+from resolver.api.auth import TOKEN_CACHE_TTL_S, Principal, authenticate, create_token, forbidden
 from resolver.api.issuer import CodeIssuer
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
 from resolver.edge.bodies import BatchIn, ProducerIn, TokenIn, read_json
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import CHINA_TZ
+from resolver.state import worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def create_token_route(request: Request) -> Response:
     if not principal.is_admin:
         raise forbidden("只有管理员可以签发令牌")
     body = await read_json(request, TokenIn)
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     await _check_scope(pool, body.role, body.scope)
     token_id, token = await create_token(pool, body.role, body.scope)
     return ORJSONResponse({"id": token_id, "token": token, "role": body.role, "scope": body.scope}, status_code=201)
@@ -57,10 +58,11 @@ async def revoke_token(request: Request) -> Response:
         token_id = -1
     if not 0 < token_id <= MAX_TOKEN_ID:  # ids are positive bigints: anything else names no token
         raise Problem(404, "unknown_token", "令牌不存在", "令牌编号无效")
-    if await request.app.state.pool.fetchval(queries.REVOKE_TOKEN, token_id) is None:
+    state = worker(request)
+    if await state.pool.fetchval(queries.REVOKE_TOKEN, token_id) is None:
         raise Problem(404, "unknown_token", "令牌不存在", f"令牌 {token_id} 不存在或已撤销")
     try:
-        await token_cache(request).publish_revocation(token_id)
+        await state.token_cache.publish_revocation(token_id)
     except REDIS_ERRORS as exc:  # revoked in Postgres all the same: the other workers' caches expire it
         logger.warning("revocation of token %d not published, other workers refuse it within %.0f s: %r",
                        token_id, TOKEN_CACHE_TTL_S, exc)  # fmt: skip
@@ -89,7 +91,7 @@ async def create_producer(request: Request) -> Response:
     body = await read_json(request, ProducerIn)
     if not (principal.is_admin or principal.covers_region(body.region_code)):
         raise forbidden(f"无权在行政区划 {body.region_code} 登记生产经营主体")
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     region = await pool.fetchrow(queries.REGION, body.region_code)
     if region is None or region["level"] == 1:
         raise invalid("region_code must be a county-level GB/T 2260 code", field="region_code")
@@ -111,8 +113,8 @@ async def create_batch(request: Request) -> Response:
     body = await read_json(request, BatchIn)
     if not _may_register_for(principal, body.producer_credit_code):
         raise forbidden("只能为本主体登记批次")
-    state = request.app.state
-    pool: asyncpg.Pool = state.pool
+    state = worker(request)
+    pool = state.pool
     producer = await pool.fetchrow(queries.PRODUCER_BY_CREDIT_CODE, body.producer_credit_code)
     if producer is None:
         raise Problem(
@@ -125,7 +127,7 @@ async def create_batch(request: Request) -> Response:
     issued = await add_batch(pool, state.issuer, producer, body)
     # A scan of this code before it existed may have cached "unknown": forget it.
     await state.cache.forget([issued.trace_code, issued.long_code])
-    public_url: str = state.settings.public_url
+    public_url = state.settings.public_url
     return ORJSONResponse(
         {
             "trace_code": issued.trace_code,

@@ -26,11 +26,12 @@ from resolver.api.hooks import (
     region_or_404,
     unlisted_counts,
 )
-from resolver.edge.problems import Problem
+from resolver.db import POSTGRES_AWAY_ERRORS
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import PageResponse
 from resolver.scan import pages
 from resolver.scan.documents import CHINA_TZ
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import worker
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ def _recall(row: asyncpg.Record) -> dict[str, Any]:
 
 async def region_page(request: Request) -> Response:
     """GET /regions/{code} (public)"""
-    pool: asyncpg.Pool = request.app.state.pool
+    pool = worker(request).pool
     try:
         try:
             region = await region_or_404(pool, request.path_params["code"])
@@ -176,7 +177,7 @@ async def region_page(request: Request) -> Response:
                 coverage = await region_coverage(conn, region)
                 unlisted = await unlisted_counts(conn, region["code"])
                 recalls = await conn.fetch(RECENT_RECALLS, region["code"], RECALL_WINDOW_DAYS, RECALLS_SHOWN)
-        except POSTGRES_ERRORS as exc:
+        except POSTGRES_AWAY_ERRORS as exc:  # here, not the app's handler: the answer is a page
             raise store_unavailable() from exc
     except Problem as problem:
         return PageResponse(pages.render_problem(problem), status_code=problem.status, headers=problem.headers)

@@ -15,6 +15,7 @@ from resolver.edge.responses import ProblemResponse
 logger = logging.getLogger(__name__)
 
 PROBLEM_TYPE_BASE = "https://tracecode.cn/problems/"
+STORE_RETRY_AFTER_S = 5  # what a client waits before it asks again while Postgres is away
 
 _HTTP_CODES = {
     400: ("bad_request", "请求无效"),
@@ -71,6 +72,18 @@ def invalid(detail: str, *, field: str | None = None) -> Problem:
     return Problem(422, "invalid_input", "输入无效", detail, **extra)
 
 
+def store_unavailable() -> Problem:
+    """The one answer while Postgres is away (resolver.db.POSTGRES_AWAY_ERRORS): 503 with Retry-After, on every
+    route, the scan routes' too; nothing was written."""
+    return Problem(
+        503,
+        "store_unavailable",
+        "服务暂不可用",
+        "追溯数据暂时无法访问，请稍后再试",
+        headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+    )
+
+
 async def handle_problem(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Problem)
     return exc.to_response()
@@ -83,11 +96,9 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def handle_store_unavailable(request: Request, exc: Exception) -> Response:
-    """Postgres is away: 503 with Retry-After on every route, never a 500 (the write was not made)."""
+    """The app's handler of resolver.db.POSTGRES_AWAY_ERRORS: store_unavailable(), never a 500."""
     logger.warning("postgres unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return Problem(
-        503, "store_unavailable", "服务暂不可用", "数据库暂时不可用，请稍后重试", headers={"Retry-After": "5"}
-    ).to_response()
+    return store_unavailable().to_response()
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -23,6 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache.keys import KEY_PREFIX
 from cache.store import REDIS_ERRORS
+from resolver.state import worker
+
+if TYPE_CHECKING:
+    from resolver.state import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class Metrics:
             counts = self.buckets[route] = [0] * (len(BUCKETS_S) + 1)
         counts[bisect.bisect_left(BUCKETS_S, elapsed_s)] += 1
 
-    def snapshot(self, state: Any) -> dict[str, Any]:
+    def snapshot(self, state: Worker) -> dict[str, Any]:
         local, cache, resolver = state.local, state.cache, state.resolver
         return {
             "requests": [[m, r, s, n] for (m, r, s), n in self.requests.items()],
@@ -107,7 +111,7 @@ class MetricsMiddleware:
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - started)
 
 
-async def publish(metrics: Metrics, redis: aioredis.Redis, state: Any) -> None:
+async def publish(metrics: Metrics, redis: aioredis.Redis, state: Worker) -> None:
     """Publish this worker's figures until cancelled."""
     while True:
         await asyncio.sleep(PUBLISH_INTERVAL_S)
@@ -121,10 +125,10 @@ async def publish(metrics: Metrics, redis: aioredis.Redis, state: Any) -> None:
 
 
 async def _all_snapshots(request: Request) -> list[dict[str, Any]]:
-    state = request.app.state
+    state = worker(request)
     own = state.metrics.snapshot(state)
     try:
-        redis: aioredis.Redis = state.redis
+        redis = state.redis
         workers = [w.decode() if isinstance(w, bytes) else w for w in await redis.smembers(WORKERS_KEY)]
         others = [w for w in workers if w != state.metrics.worker]
         values = await redis.mget([_worker_key(w) for w in others]) if others else []

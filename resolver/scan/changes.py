@@ -25,13 +25,13 @@ import asyncpg
 from cache.keys import DOCUMENT_TTL_S
 from cache.local import LocalTier
 from resolver import queries
+from resolver.db import POSTGRES_CALL_ERRORS
 
 logger = logging.getLogger(__name__)
 
 CHANGES_POLL_S = 0.5  # a change reaches every worker within this (and the poll's own time) whatever Redis does
 POLL_TIMEOUT_S = 2.0  # a hung Postgres holds the feed this long, then it tries again
 VERSIONS_KEPT_S = 2 * DOCUMENT_TTL_S  # no cached document lives longer: older changes need not be remembered
-_POSTGRES_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class ChangeFeed:
@@ -78,6 +78,6 @@ class ChangeFeed:
         while True:
             try:
                 await self.poll()
-            except _POSTGRES_FAILURES as exc:
+            except POSTGRES_CALL_ERRORS as exc:
                 logger.warning("changes not read from postgres, trying again in %.1f s: %r", CHANGES_POLL_S, exc)
             await asyncio.sleep(CHANGES_POLL_S)

@@ -27,12 +27,13 @@ from starlette.routing import BaseRoute, Route
 
 from codegen.gtin import InvalidGtin, normalise_gtin
 from resolver.categories import CERTIFICATION_LABELS
+from resolver.db import POSTGRES_AWAY_ERRORS
 from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, MediaRange, media_ranges, quality
-from resolver.edge.problems import Problem
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import ORJSONResponse, PageResponse
 from resolver.scan import pages
 from resolver.scan.documents import china_today, status_of
-from resolver.scan.resolve import POSTGRES_ERRORS, store_unavailable
+from resolver.state import worker
 
 # The batch that GTIN $1 and lot $2 name, with what its links say about it, in one round trip. Should
 # products of several producers share a GTIN, the most recently registered matching batch wins.
@@ -199,7 +200,7 @@ def _compact(rel: str) -> str:
 async def _lookup(pool: asyncpg.Pool, gtin: str, lot: str, today: dt.date) -> asyncpg.Record:
     try:
         row = await pool.fetchrow(LOOKUP_BATCH, gtin, lot, today)
-    except POSTGRES_ERRORS as exc:
+    except POSTGRES_AWAY_ERRORS as exc:  # here, not the app's handler: a phone's browser gets the page of it
         raise store_unavailable() from exc
     assert row is not None  # the outer SELECT has no FROM filter: always one row
     if row["trace_code"] is None:
@@ -266,8 +267,9 @@ async def _resolve(request: Request, ranges: Sequence[MediaRange]) -> Response:
     lot = _lot(request)
     link_type = _link_type(request.query_params.get("linkType"))
     today = china_today()
-    row = await _lookup(request.app.state.pool, gtin, lot, today)
-    public_url: str = request.app.state.settings.public_url
+    state = worker(request)
+    row = await _lookup(state.pool, gtin, lot, today)
+    public_url = state.settings.public_url
     anchor = f"{public_url}/{GTIN_AI}/{gtin}/{LOT_AI}/{quote(lot, safe='')}"
     links = batch_links(row, public_url=public_url, today=today)
     link_header = [f'<{anchor}?linkType=linkset>; rel="linkset"; type="{LINKSET_MEDIA_TYPE}"']
@@ -298,7 +300,7 @@ async def resolver_description(request: Request) -> Response:
     """GET /.well-known/gs1resolver: the resolver description file of the GS1-Conformant resolver standard."""
     if request.method == "OPTIONS":
         return Response(status_code=204, headers=_PREFLIGHT)
-    public_url: str = request.app.state.settings.public_url
+    public_url = worker(request).settings.public_url
     description = {
         "name": "tracecode 农产品质量安全追溯 GS1 数字链接解析服务",
         "resolverRoot": public_url,

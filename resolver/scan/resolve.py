@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import asyncpg
 import orjson
-from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -29,34 +28,24 @@ from cache.singleflight import SingleFlight
 from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
-from resolver.db import within_request_wait
+from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
 from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, Offers, accept_of
-from resolver.edge.problems import Problem
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
 from resolver.scan import pages
 from resolver.scan.ranges import IssuedRanges
 from resolver.scan.ratelimit import Limiter, client_of
 from resolver.scan.scans import ScanCounter
 from resolver.scan.stored import Loaded, PostgresDocuments
+from resolver.state import app_worker, worker
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-POSTGRES_RETRY_AFTER_S = 5
 JSON_TYPE = b"application/json"
 HTML_TYPE = b"text/html; charset=utf-8"
 PAGE_OFFERS = Offers(HTML_MEDIA_TYPE, JSON_MEDIA_TYPE)  # GET /t/{code}: the page unless JSON is preferred
-# Postgres is away (down, restarting, shutting down, out of connections) rather than refusing the request.
-POSTGRES_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection cut in the middle of an operation (seen when Postgres stops)
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
 
 
 class Resolver:
@@ -167,10 +156,11 @@ class Resolver:
         return loaded
 
     async def _postgres_call(self, call: Awaitable[T]) -> T:
-        """`await call`, a Postgres that is away, or hangs longer than REQUEST_WAIT_S, answered as 503."""
+        """`await call`; a Postgres that is away, or hangs longer than REQUEST_WAIT_S, is counted (/metrics) and
+        answered as the one 503, as a page on a page route (see ScanRoute)."""
         try:
             return await within_request_wait(call)
-        except POSTGRES_ERRORS as exc:
+        except POSTGRES_AWAY_ERRORS as exc:
             self.postgres_errors += 1
             logger.warning("postgres unavailable while resolving: %r", exc)
             raise store_unavailable() from exc
@@ -215,16 +205,6 @@ def _unknown(code: str) -> Problem:
     return Problem(404, "unknown_code", "未找到该追溯码", f"追溯码 {code} 未登记，请核对后重试")
 
 
-def store_unavailable() -> Problem:
-    return Problem(
-        503,
-        "store_unavailable",
-        "服务暂不可用",
-        "追溯数据暂时无法读取，请稍后再试",
-        headers={"Retry-After": str(POSTGRES_RETRY_AFTER_S)},
-    )
-
-
 def canonical_code(text: str) -> str:
     """The printed code or national long form in `text`; Problem 400 for anything else, before any I/O."""
     try:
@@ -253,11 +233,11 @@ class ScanRoute:
         return f"ScanRoute(is_page={self.is_page})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state: State = scope["app"].state
+        state = app_worker(scope["app"])
         place = client_place(scope)
         client = client_of(_host(scope))
         as_page = self.is_page and PAGE_OFFERS.preferred(accept_of(scope)) == HTML_MEDIA_TYPE
-        resolver: Resolver = state.resolver
+        resolver = state.resolver
         try:
             code, entry, scans = await _resolve_limited(
                 resolver, state.limiter, client, place, scope["path_params"]["code"]
@@ -335,8 +315,9 @@ async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool
     told only if Redis held documents of the batch; a chain missing its newest event for a while is
     acceptable, and a busy gate must not pay twice for it.
     """
-    cache: DocumentCache = request.app.state.cache
-    request.app.state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
+    state = worker(request)
+    cache = state.cache
+    state.local.drop_batch(batch_id)  # this worker at once; the others on the published message
     await cache.invalidate_batch(batch_id, always_publish=is_thorough)
     if not is_thorough:
         return
@@ -348,4 +329,4 @@ async def invalidate_batch(request: Request, batch_id: int, *, is_thorough: bool
         except Exception as exc:  # a background task has no caller to tell
             logger.warning("second invalidation of batch %d failed: %r", batch_id, exc)
 
-    request.app.state.background.spawn(again())
+    state.background.spawn(again())

@@ -41,6 +41,7 @@ from cache.keys import SCAN_SYNC_INTERVAL_S, ScanSlot
 from cache.local import ScanState
 from cache.store import NO_SCANS, REDIS_ERRORS, DocumentCache, Scans, is_scanned
 from resolver import queries
+from resolver.db import POSTGRES_CALL_ERRORS
 from resolver.scan.documents import CHINA_TZ
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ LOOKUP_MAX_CODES = 256  # codes whose counts are asked of Postgres in one statem
 COUNT_FRESH_S = 2 * SCAN_SYNC_INTERVAL_S  # a code scanned here shows Redis's total read this recently
 MAX_BITMAPS = 4_096  # copies of scan bitmaps kept per worker: 2 MB of package blocks
 MAX_BITMAPS_READ = 256  # bitmaps read again per sync: those of the blocks in use
-_POSTGRES_FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class ScanCounter:
@@ -213,7 +213,7 @@ class ScanCounter:
             self._generation = generation
         except REDIS_ERRORS:  # logged by the cache, which now skips Redis for a while
             return 0
-        except _POSTGRES_FAILURES as exc:
+        except POSTGRES_CALL_ERRORS as exc:
             logger.warning("scan pairs not rebuilt from postgres, scans stay pending: %r", exc)
             return 0
         finally:
@@ -242,7 +242,7 @@ class ScanCounter:
                 for state, scans in chunk:
                     state.unflushed -= scans  # synced meanwhile: still to flush
                 written += len(chunk)
-        except _POSTGRES_FAILURES as exc:
+        except POSTGRES_CALL_ERRORS as exc:
             logger.warning("scan counts not flushed to postgres, retrying next time: %r", exc)
         for state in states:
             if state.unflushed:
