@@ -52,6 +52,7 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from loadgen import percentile
 from report import OUT_DIR, describe_machine, table
 from starlette.applications import Starlette
 
@@ -443,14 +444,6 @@ def by_label(answers: Iterable[Answer]) -> str:
     """Answers by status, e.g. "200: 1,204, 503: 3"; "-" for none."""
     counts = Counter(a.label for a in answers)
     return ", ".join(f"{label}: {n:,}" for label, n in sorted(counts.items())) or "-"
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def ms(seconds: float) -> str:
@@ -930,7 +923,7 @@ async def redis_freeze_latency(settings: Settings, servers: OwnServers) -> Outco
     for kind in ("warm", "first scan"):
         for name, window in periods:
             part = [a for a in load.answers if a.kind == kind and window.started_in(a)]
-            seconds = [a.seconds for a in part]
+            seconds = sorted(a.seconds for a in part)
             rows.append(
                 [f"{kind}, {name}", f"{len(part):,}", by_label(part), ms(percentile(seconds, 0.5)),
                  ms(percentile(seconds, 0.99)), ms(max(seconds, default=math.nan))]
