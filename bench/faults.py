@@ -54,6 +54,7 @@ import httpx
 import psutil
 from loadgen import percentile
 from report import OUT_DIR, describe_machine, table
+from serverproc import poll_until
 from starlette.applications import Starlette
 
 from cache import keys
@@ -309,11 +310,8 @@ async def keep_asking(
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout_s:g} s")
-        await asyncio.sleep(POLL_S)
+    if not await poll_until(condition, timeout_s=timeout_s, poll_s=POLL_S):
+        raise BenchError(f"{what}: not within {timeout_s:g} s")
 
 
 async def stop_all(stop: asyncio.Event, tasks: Iterable[asyncio.Task[None]]) -> None:

@@ -23,7 +23,6 @@ import io
 import os
 import random
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from dataset import LOCAL_DATABASE_URL, is_listening
 from starlette.applications import Starlette
 
 from codegen.creditcode import ALPHABET, make_credit_code
@@ -45,8 +45,6 @@ from resolver.ops.embedded import EmbeddedServices, ensure_services
 from schema.migrate import migrate
 from schema.regions import load_regions
 
-LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PORT_PROBE_TIMEOUT_S = 0.5
 CODE_PARTITIONS = 16
 DEFAULT_PRODUCERS = 100_000
 DEFAULT_RUNS = 200
@@ -64,11 +62,8 @@ def _database_url() -> tuple[str, EmbeddedServices | None]:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=PORT_PROBE_TIMEOUT_S):
-            return LOCAL_DATABASE_URL, None
-    except OSError:
-        pass
+    if is_listening("127.0.0.1", 5432):
+        return LOCAL_DATABASE_URL, None
     data_dir = Path(tempfile.mkdtemp(prefix="tracecode-bench-registry-"))
     database_url, _, embedded = ensure_services(data_dir, None, "redis://unused")
     return database_url, embedded
