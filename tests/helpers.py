@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from codegen.format import CodeType, region_of
+from codegen.gtin import gtin_check_digit
 from codegen.permute import issue_one
 from tests.conftest import Service, random_credit_code
 
@@ -190,3 +191,9 @@ async def silent_server(answer_every_s: float | None) -> tuple[asyncio.Server, i
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
+
+
+def random_gtin(prefix: str = "069") -> str:
+    """A valid 14-digit GTIN no other test uses."""
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(13 - len(prefix)))
+    return body + gtin_check_digit(body)

@@ -1,5 +1,5 @@
-"""The Redis-only resolve path: scans answered from Redis ask Postgres nothing, and the scan sync lives through a Redis
-outage. The hot read's own client has tests/test_resp.py, the cache's Redis side (cache/store.py) tests/test_store.py."""
+"""The Redis-only resolve path: scans answered from Redis ask Postgres nothing, and the scan sync lives through a
+Redis outage. The hot read's own client has tests/test_resp.py, the cache's Redis side tests/test_store.py."""
 
 from __future__ import annotations
 
