@@ -1,8 +1,8 @@
-"""CPU time read from /proc: the whole machine, a process group, and processes by command name.
+"""CPU time through psutil: the whole machine, a process group, and processes by command name.
 
 A benchmark on a small shared machine is only as good as its account of who used the cores: the
-server, the load generator, Postgres, Redis, or something else entirely. On a system without
-/proc every reading is zero and the report says so.
+server, the load generator, Postgres, Redis, or something else entirely. Where psutil cannot read
+the machine's CPU times every reading is zero and the report says so.
 """
 
 from __future__ import annotations
@@ -10,14 +10,8 @@ from __future__ import annotations
 import os
 import resource
 from dataclasses import dataclass
-from pathlib import Path
 
-_PROC = Path("/proc")
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-# Fields of /proc/<pid>/stat after the ")" that closes the command name, counted from 0.
-_PGRP_FIELD = 2
-_UTIME_FIELD = 11
-_STIME_FIELD = 12
+import psutil
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,48 +36,24 @@ class CpuSnapshot:
         )
 
 
-def is_available() -> bool:
-    return (_PROC / "stat").is_file()
-
-
 def _machine() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of all cores since boot."""
+    """(busy, steal) CPU seconds of all cores since boot: user, nice, system, irq and softirq; guest time is already
+    in user, and idle, iowait and steal are not busy."""
     try:
-        first = (_PROC / "stat").read_text().split("\n", 1)[0].split()
-    except OSError:
+        times = psutil.cpu_times()
+    except (OSError, RuntimeError):
         return 0.0, 0.0
-    values = [int(v) for v in first[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user.
-    idle = values[3] + values[4]
-    steal = values[7] if len(values) > 7 else 0
-    busy = sum(values[:8]) - idle - steal
-    return busy / _TICKS_PER_S, steal / _TICKS_PER_S
+    busy = times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+    return busy, getattr(times, "steal", 0.0)
 
 
-def _processes() -> list[tuple[int, str, int, float]]:
-    """(pid, command name, process group, CPU seconds) of every process we can read."""
-    out = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:  # the process went away, or is not ours to read
-            continue
-        open_, close = text.find("("), text.rfind(")")
-        fields = text[close + 2 :].split()
-        ticks = int(fields[_UTIME_FIELD]) + int(fields[_STIME_FIELD])
-        out.append((int(entry.name), text[open_ + 1 : close], int(fields[_PGRP_FIELD]), ticks / _TICKS_PER_S))
-    return out
-
-
-def _is_backend_of(pid: int, database: str) -> bool:
-    """Whether Postgres process `pid` serves `database`: its title reads "postgres: ... user database host ..."."""
+def _is_backend_of(process: psutil.Process, database: str) -> bool:
+    """Whether Postgres process `process` serves `database`: its title reads "postgres: ... user database host ..."."""
     try:
-        title = (_PROC / str(pid) / "cmdline").read_bytes()
-    except OSError:
+        title = " ".join(process.cmdline())
+    except psutil.Error:
         return False
-    return f" {database} ".encode() in title.replace(b"\0", b" ")
+    return f" {database} " in title + " "
 
 
 def _children_s() -> float:
@@ -97,12 +67,20 @@ def snapshot(group: int | None, database: str, redis_pid: int | None = None) -> 
     with `redis_pid` (a redis-server of the benchmark's own) neither are other redis-servers."""
     busy, steal = _machine()
     group_s = postgres_s = redis_s = 0.0
-    if is_available():
-        for pid, name, pgrp, seconds in _processes():
-            if group is not None and pgrp == group:
-                group_s += seconds
-            elif name.startswith("postgres") and _is_backend_of(pid, database):
-                postgres_s += seconds
-            elif name.startswith("redis-server") and redis_pid in (None, pid):
-                redis_s += seconds
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        times = process.info["cpu_times"]
+        name = process.info["name"] or ""
+        if times is None:  # the process went away, or is not ours to read
+            continue
+        seconds = times.user + times.system
+        try:
+            is_in_group = group is not None and os.getpgid(process.pid) == group
+        except OSError:
+            continue
+        if is_in_group:
+            group_s += seconds
+        elif name.startswith("postgres") and _is_backend_of(process, database):
+            postgres_s += seconds
+        elif name.startswith("redis-server") and redis_pid in (None, process.pid):
+            redis_s += seconds
     return CpuSnapshot(busy, steal, group_s, postgres_s, redis_s, _children_s())

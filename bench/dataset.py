@@ -98,7 +98,7 @@ class Dataset:
         return code[:18] + f"{(int(code[18:]) + 1) % 100:02d}"
 
 
-def _is_listening(host: str, port: int) -> bool:
+def is_listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=PORT_PROBE_TIMEOUT_S):
             return True
@@ -216,10 +216,10 @@ async def _flush(redis_url: str) -> None:
 def _service_urls() -> tuple[str | None, str | None]:
     """The configured URLs, else the local servers on their usual ports, else None (start an embedded one)."""
     database_url = os.environ.get("DATABASE_URL") or None
-    if database_url is None and _is_listening("127.0.0.1", 5432):
+    if database_url is None and is_listening("127.0.0.1", 5432):
         database_url = LOCAL_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or None
-    if redis_url is None and _is_listening("127.0.0.1", 6379):
+    if redis_url is None and is_listening("127.0.0.1", 6379):
         redis_url = LOCAL_REDIS_URL
     return database_url, redis_url
 

@@ -52,7 +52,9 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from loadgen import percentile
 from report import OUT_DIR, describe_machine, table
+from serverproc import poll_until
 from starlette.applications import Starlette
 
 from cache import keys
@@ -309,11 +311,8 @@ async def keep_asking(
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout_s:g} s")
-        await asyncio.sleep(POLL_S)
+    if not await poll_until(condition, timeout_s=timeout_s, poll_s=POLL_S):
+        raise BenchError(f"{what}: not within {timeout_s:g} s")
 
 
 async def stop_all(stop: asyncio.Event, tasks: Iterable[asyncio.Task[None]]) -> None:
@@ -444,14 +443,6 @@ def by_label(answers: Iterable[Answer]) -> str:
     """Answers by status, e.g. "200: 1,204, 503: 3"; "-" for none."""
     counts = Counter(a.label for a in answers)
     return ", ".join(f"{label}: {n:,}" for label, n in sorted(counts.items())) or "-"
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def ms(seconds: float) -> str:
@@ -931,7 +922,7 @@ async def redis_freeze_latency(settings: Settings, servers: OwnServers) -> Outco
     for kind in ("warm", "first scan"):
         for name, window in periods:
             part = [a for a in load.answers if a.kind == kind and window.started_in(a)]
-            seconds = [a.seconds for a in part]
+            seconds = sorted(a.seconds for a in part)
             rows.append(
                 [f"{kind}, {name}", f"{len(part):,}", by_label(part), ms(percentile(seconds, 0.5)),
                  ms(percentile(seconds, 0.99)), ms(max(seconds, default=math.nan))]

@@ -23,8 +23,9 @@ round the gate_entries rows of the database can be compared with the accepted an
 counted (warm-ups and set-up checks included): they must be equal.
 
 The generator is this file run with --generate: one process for the whole benchmark (its imports
-and connection set-up stay out of every measured run), asyncio with uvloop on raw sockets; it
-reports its own CPU time, shown as the generator's share (about 15 us a GET, 40 us a scan here).
+and connection set-up stay out of every measured run) that drives the load client of bench/loadgen.py
+(asyncio with uvloop on raw keep-alive sockets, whether wrk is installed or not); it reports its own
+CPU time, shown as the generator's share (about 15 us a GET, 40 us a scan here).
 Prints the table (each phase's median round), the ratio of accepted scans to warm resolves, where
 the CPU went (server, Postgres backends of the bench database, Redis, generator, the rest of the
 machine), the CPU and WAL of one scan, what the Postgres backends were doing during the gate run
@@ -45,13 +46,11 @@ import os
 import resource
 import secrets
 import sys
-import time
-from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -59,7 +58,7 @@ import httpx
 import redis.asyncio as aioredis
 from cputime import snapshot
 from dataset import REGION, Dataset, _batch_body, _random_credit_code, _with_database, bench_dataset
-from loadgen import GENERATOR_GRACE_S, LoadResult
+from loadgen import GENERATOR_GRACE_S, LoadResult, Tally, load_result, open_connections, run_closed_loop, run_fast
 from phases import Measurement, check_answers, redis_counters
 from report import OUT_DIR, accounting_table, describe_machine, table, write_json
 from resolve import server_env
@@ -89,7 +88,6 @@ KEPT_SAMPLES = 5  # bodies of unexpected answers kept for the report
 CPU_BOUND_SHARE = 0.9  # of the machine's cores busy (or of the pool's connections active): saturated
 HTTP_OK = 200
 HTTP_CREATED = 201
-HTTP_TOO_MANY_REQUESTS = 429
 ACCEPTED = b'"decision":"accept"'
 REPLAYED = b'"replay":true'
 
@@ -120,142 +118,58 @@ def _scan_request(host: str, token: str, gate: str, code: str, key_prefix: str) 
     return request
 
 
-class _Tally:
-    """What the connections of one run saw. Answers after the deadline (in flight when it passed) count apart."""
+class _GateTally(Tally):
+    """Reads the answers' bodies: accepted scans, other decisions and replays, within the run and after its deadline
+    (in flight when it passed), and keeps a few answers that were not accepted scans."""
+
+    reads_bodies = True
 
     def __init__(self, is_gate: bool) -> None:
+        super().__init__((HTTP_OK,))
         self.is_gate = is_gate
-        self.deadline_ns = 0
-        self.latencies_ns = array("q")
         self.accepted = 0
         self.rejected = 0  # answered 200 with another decision
         self.replays = 0
-        self.unexpected = 0  # answers whose status was not 200
-        self.limited = 0
-        self.statuses: Counter[int] = Counter()
-        self.socket_errors = 0
-        self.lost = 0  # requests sent whose answer never came
         self.late_accepted = 0
         self.late_other = 0
         self.ok_answers = 0  # every answer 200, in the run or after its deadline
         self.samples: list[str] = []
-        self.open_connections = 0
-        self.finished = asyncio.Event()
 
-    def answer(self, status: int, body: bytes, *, late: bool) -> None:
+    def answered(self, status: int, body: bytes, latency_ns: int) -> None:
+        super().answered(status, body, latency_ns)
+        if self._read(status, body):
+            self.accepted += 1
+        elif status == HTTP_OK and self.is_gate:
+            self.rejected += 1
+
+    def answered_late(self, status: int, body: bytes) -> None:
+        if self._read(status, body):
+            self.late_accepted += 1
+        else:
+            self.late_other += 1
+
+    def _read(self, status: int, body: bytes) -> bool:
+        """Whether the answer is an accepted scan; counts answers 200 and replays, keeps samples."""
         accepted = False
-        self.ok_answers += status == HTTP_OK
-        if status != HTTP_OK:
-            self.statuses[status] += 1
-            if not late:
-                self.unexpected += 1
-                self.limited += status == HTTP_TOO_MANY_REQUESTS
-        elif self.is_gate:
-            accepted = ACCEPTED in body
-            self.replays += REPLAYED in body
-            if not late:
-                if accepted:
-                    self.accepted += 1
-                else:
-                    self.rejected += 1
-        if late:
-            if accepted:
-                self.late_accepted += 1
-            else:
-                self.late_other += 1
+        if status == HTTP_OK:
+            self.ok_answers += 1
+            if self.is_gate:
+                accepted = ACCEPTED in body
+                self.replays += REPLAYED in body
         if (status != HTTP_OK or (self.is_gate and not accepted)) and len(self.samples) < KEPT_SAMPLES:
             self.samples.append(f"{status} {body[:300].decode(errors='replace')}")
+        return accepted
 
-    def closed(self) -> None:
-        self.open_connections -= 1
-        if self.open_connections == 0:
-            self.finished.set()
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: send, read the whole answer (Content-Length framed), send again until the
-    deadline; the answer in flight at the deadline is waited for and counted apart, then the connection closes."""
-
-    def __init__(self, tally: _Tally, request: Callable[[], bytes]) -> None:
-        self._tally = tally
-        self._request = request
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._body_left: int | None = None
-        self._status = 0
-        self._sent_ns = 0
-        self._is_pending = False
-        self._done = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
-
-    def send(self) -> None:
-        assert self._transport is not None
-        request = self._request()
-        self._is_pending = True
-        self._sent_ns = time.perf_counter_ns()
-        self._transport.write(request)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while not self._done:
-            if self._body_left is None:
-                end = self._buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(self._buffer[:end]).lower()
-                del self._buffer[: end + 4]
-                self._status = int(head[9:12])
-                marker = head.find(b"\r\ncontent-length:")
-                if marker < 0:
-                    self._fail()  # every answer of this service has a Content-Length
-                    return
-                line_end = head.find(b"\r\n", marker + 2)
-                self._body_left = int(head[marker + 17 : line_end if line_end >= 0 else len(head)])
-            if len(self._buffer) < self._body_left:
-                return
-            body = bytes(self._buffer[: self._body_left])
-            del self._buffer[: self._body_left]
-            self._body_left = None
-            self._answered(body)
-
-    def _answered(self, body: bytes) -> None:
-        now = time.perf_counter_ns()
-        self._is_pending = False
-        tally = self._tally
-        if now > tally.deadline_ns:
-            tally.answer(self._status, body, late=True)
-            self._finish()
-            return
-        tally.latencies_ns.append(now - self._sent_ns)
-        tally.answer(self._status, body, late=False)
-        self.send()
-
-    def _fail(self) -> None:
-        self._tally.socket_errors += 1
-        self._finish()
-
-    def _finish(self) -> None:
-        if not self._done:
-            self._done = True
-            assert self._transport is not None
-            self._transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._is_pending:
-            self._tally.lost += 1
-        if not self._done:
-            self._done = True
-            self._tally.socket_errors += 1
-        self._tally.closed()
-
-
-def _percentile_ms(sorted_ns: Sequence[int], fraction: float) -> float:
-    if not sorted_ns:
-        return 0.0
-    index = min(len(sorted_ns) - 1, max(0, round(fraction * len(sorted_ns)) - 1))
-    return sorted_ns[index] / 1e6
+    def summary(self, elapsed_ns: int) -> dict[str, Any]:
+        return super().summary(elapsed_ns) | {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "replays": self.replays,
+            "late_accepted": self.late_accepted,
+            "late_other": self.late_other,
+            "ok_answers": self.ok_answers,
+            "samples": self.samples,
+        }
 
 
 def _cpu_s() -> float:
@@ -265,22 +179,15 @@ def _cpu_s() -> float:
 
 async def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Open the job's connections, say READY, wait for GO on stdin, run closed-loop for the duration."""
-    parts = urlsplit(job["url"])
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    url = job["url"]
+    host = urlsplit(url).netloc
     scans: list[dict[str, str]] = job["scans"]
-    tally = _Tally(is_gate=bool(scans))
+    tally = _GateTally(is_gate=bool(scans))
     if scans:
-        requests = [_scan_request(parts.netloc, s["token"], s["gate"], s["code"], job["key_prefix"]) for s in scans]
+        requests = [_scan_request(host, s["token"], s["gate"], s["code"], job["key_prefix"]) for s in scans]
     else:
-        requests = [_get_request(parts.netloc, job["path"])] * int(job["connections"])
-    loop = asyncio.get_running_loop()
-    connections: list[_Connection] = []
-    for request in requests:
-        _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda r=request: _Connection(tally, r), host, port), READY_TIMEOUT_S
-        )
-        connections.append(protocol)
-    tally.open_connections = len(connections)
+        requests = [_get_request(host, job["path"])] * int(job["connections"])
+    connections = await open_connections(url, tally, requests, timeout_s=READY_TIMEOUT_S)
     print("READY", flush=True)
     if (await asyncio.to_thread(sys.stdin.readline)).strip() != "GO":
         raise SystemExit("the benchmark went away")
@@ -288,48 +195,17 @@ async def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     gc.disable()  # no collector pauses in the latencies; nothing here makes cycles
     try:
         cpu_before = _cpu_s()
-        started_ns = time.perf_counter_ns()
-        tally.deadline_ns = started_ns + int(float(job["duration_s"]) * 1e9)
-        for connection in connections:
-            connection.send()
-        await asyncio.wait_for(tally.finished.wait(), float(job["duration_s"]) + GENERATOR_GRACE_S)
-        elapsed_ns = min(time.perf_counter_ns(), tally.deadline_ns) - started_ns
+        elapsed_ns = await run_closed_loop(connections, tally, float(job["duration_s"]))
         cpu_s = _cpu_s() - cpu_before
     finally:
         gc.enable()
-    latencies = sorted(tally.latencies_ns)
-    return {
-        "requests": len(latencies),
-        "duration_s": elapsed_ns / 1e9,
-        "p50_ms": _percentile_ms(latencies, 0.50),
-        "p99_ms": _percentile_ms(latencies, 0.99),
-        "max_ms": latencies[-1] / 1e6 if latencies else 0.0,
-        "unexpected": tally.unexpected,
-        "limited": tally.limited,
-        "socket_errors": tally.socket_errors,
-        "accepted": tally.accepted,
-        "rejected": tally.rejected,
-        "replays": tally.replays,
-        "lost": tally.lost,
-        "late_accepted": tally.late_accepted,
-        "late_other": tally.late_other,
-        "ok_answers": tally.ok_answers,
-        "statuses": {str(k): v for k, v in tally.statuses.items()},
-        "samples": tally.samples,
-        "cpu_s": cpu_s,
-    }
+    return tally.summary(elapsed_ns) | {"timeouts": 0, "wrapped": 0, "paths": len(requests), "cpu_s": cpu_s}
 
 
 def generator_main() -> int:
     """Jobs (JSON lines) from stdin, one at a time; each answers READY, then its summary after GO."""
-    try:
-        import uvloop
-    except ImportError:  # uvloop comes with uvicorn[standard]; plain asyncio does too, only slower
-        run: Callable[[Any], dict[str, Any]] = asyncio.run
-    else:
-        run = uvloop.run
     while line := sys.stdin.readline():
-        summary = run(_run_job(json.loads(line)))
+        summary = run_fast(_run_job(json.loads(line)))
         print(GENERATOR_MARK + json.dumps(summary), flush=True)
     return 0
 
@@ -687,15 +563,10 @@ class Bench:
             self.ledger.add(summary, is_warmup=False)
         # The generator lives on between runs, so it reports its own CPU time over the run.
         cpu = dataclasses.replace(cpu, children_s=float(summary["cpu_s"]))
-        load = LoadResult(
-            requests=int(summary["requests"]), duration_s=float(summary["duration_s"]),
-            p50_ms=float(summary["p50_ms"]), p99_ms=float(summary["p99_ms"]), max_ms=float(summary["max_ms"]),
-            unexpected=int(summary["unexpected"]), limited=int(summary["limited"]),
-            socket_errors=int(summary["socket_errors"]), timeouts=0, wrapped=0, paths=options.gates,
-        )  # fmt: skip
         return Run(
-            Measurement(phase, False, load, cpu, redis), int(summary["accepted"]), int(summary["rejected"]),
-            int(summary["replays"]), int(summary["lost"]), list(summary["samples"]), backends, wal_bytes, commits,
+            Measurement(phase, False, load_result(summary), cpu, redis), int(summary["accepted"]),
+            int(summary["rejected"]), int(summary["replays"]), int(summary["lost"]), list(summary["samples"]), backends,
+            wal_bytes, commits,
         )  # fmt: skip
 
 

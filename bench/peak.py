@@ -49,6 +49,7 @@ from typing import Any
 import asyncpg
 import httpx
 from dataset import REGION, _batch_body, _random_credit_code, bench_database
+from loadgen import nearest_rank
 from report import OUT_DIR, describe_machine, table
 from serverproc import ServerProcess
 
@@ -318,12 +319,13 @@ def describe_counters(before: Counter[str] | None, after: Counter[str] | None) -
 # The report: one row per request kind, the plot, the durability check.
 
 
-def percentile(buckets: Counter[float], share: float) -> float:
-    """The smallest bucket at or below which `share` of the requests fall (nearest rank)."""
+def histogram_percentile(buckets: Counter[float], share: float) -> float:
+    """The smallest bucket at or below which `share` of the requests fall: loadgen.percentile over locust's buckets
+    of response times (value -> requests), by the same nearest rank."""
     total = sum(buckets.values())
     if total == 0:
         return 0.0
-    rank = max(1, int(share * total + 0.999999))
+    rank = nearest_rank(share, total)
     seen = 0
     for value in sorted(buckets):
         seen += buckets[value]
@@ -386,7 +388,7 @@ def results_table(series: Series) -> str:
                 kind,
                 f"{requests:,}",
                 f"{requests / span:,.1f}",
-                *(_ms(percentile(buckets, p)) for p in PERCENTILES),
+                *(_ms(histogram_percentile(buckets, p)) for p in PERCENTILES),
                 f"{failures:,} ({share})",
             ]
         )
@@ -419,7 +421,7 @@ def draw(series: Series, path: Path, title: str) -> None:
             for kind, buckets in series.by_second.get(s, {}).items():
                 if kind in kinds:
                     merged += buckets
-            values.append(percentile(merged, share) if merged else float("nan"))
+            values.append(histogram_percentile(merged, share) if merged else float("nan"))
         return values
 
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 7.5), constrained_layout=True)

@@ -87,9 +87,6 @@ class Measurement:
             return None
         return self.store - self.idle if self.idle is not None else self.store
 
-    def per_request(self, count: int) -> float:
-        return count / self.load.requests if self.load.requests else 0.0
-
     def cores(self, seconds: float) -> float:
         """CPU seconds over the run as cores kept busy."""
         return seconds / self.load.duration_s if self.load.duration_s > 0 else 0.0

@@ -23,7 +23,6 @@ import io
 import os
 import random
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+from dataset import LOCAL_DATABASE_URL, is_listening
 from starlette.applications import Starlette
 
 from cache.store import redis_client
@@ -50,8 +50,6 @@ from resolver.state import attach
 from schema.migrate import migrate
 from schema.regions import load_regions
 
-LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PORT_PROBE_TIMEOUT_S = 0.5
 UNUSED_REDIS_URL = "redis://127.0.0.1:1"  # the worker's Redis client, never connected: coverage reads Postgres alone
 CODE_PARTITIONS = 16
 DEFAULT_PRODUCERS = 100_000
@@ -70,11 +68,8 @@ def _database_url() -> tuple[str, EmbeddedServices | None]:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url, None
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=PORT_PROBE_TIMEOUT_S):
-            return LOCAL_DATABASE_URL, None
-    except OSError:
-        pass
+    if is_listening("127.0.0.1", 5432):
+        return LOCAL_DATABASE_URL, None
     data_dir = Path(tempfile.mkdtemp(prefix="tracecode-bench-registry-"))
     database_url, _, embedded = ensure_services(data_dir, None, "redis://unused")
     return database_url, embedded

@@ -1,4 +1,5 @@
-"""`tracecode serve` as a child process in a process group of its own: started, waited for, measured, stopped."""
+"""`tracecode serve` as a child process in a process group of its own: started, waited for, measured, stopped; and
+the one start-up wait of the benchmarks (`poll_until`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from loadgen import parse_head
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 90.0  # workers compile nothing, but open pools to Postgres and Redis on a busy machine
@@ -28,6 +31,27 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def poll_until(
+    is_ready: Callable[[], Awaitable[bool] | bool],
+    *,
+    timeout_s: float,
+    poll_s: float = POLL_INTERVAL_S,
+    has_exited: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Ask `is_ready` every `poll_s` until it says yes (True), or until `timeout_s` has passed or `has_exited()` says
+    that what it waits for went away (False). A probe that fails says no: it catches its own errors."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = is_ready()
+        if not isinstance(ready, bool):
+            ready = await ready
+        if ready:
+            return True
+        if has_exited() or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
 
 
 def _tracecode_command() -> list[str]:
@@ -50,13 +74,16 @@ async def get_status(url: str, path: str, *, timeout_s: float = PROBE_TIMEOUT_S)
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         head, _, body = answer.partition(b"\r\n\r\n")
-        return int(head[9:12]), body
+        status, _ = parse_head(head)
+        return status, body
 
     return await asyncio.wait_for(get(), timeout_s)
 
 
 class ServerProcess:
     """`async with ServerProcess(...) as server:` serves on `server.url` until the block ends."""
+
+    ready_mark = b'"status":"ok"'  # in /healthz once every worker could answer: Postgres and Redis are ok
 
     def __init__(self, *, server: str, workers: int, env: Mapping[str, str], log_path: Path) -> None:
         self.server = server
@@ -100,20 +127,23 @@ class ServerProcess:
             await self.stop()
             raise
 
+    async def _is_ready(self) -> bool:
+        try:
+            status, body = await get_status(self.url, "/healthz")
+        except (OSError, TimeoutError, ValueError):
+            return False
+        return status == 200 and self.ready_mark in body
+
     async def _wait_ready(self) -> None:
-        """Until every worker could answer: /livez answers and /healthz says Postgres and Redis are ok."""
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.returncode is not None:
-                raise RuntimeError(f"{self!r} exited with {self._process.returncode}:\n{self.log_tail()}")
-            try:
-                status, body = await get_status(self.url, "/healthz")
-                if status == 200 and b'"status":"ok"' in body:
-                    return
-            except (OSError, TimeoutError, ValueError):
-                pass
-            await asyncio.sleep(POLL_INTERVAL_S)
+        """Until /healthz answers with `ready_mark`."""
+        process = self._process
+        assert process is not None
+        if await poll_until(
+            self._is_ready, timeout_s=START_TIMEOUT_S, has_exited=lambda: process.returncode is not None
+        ):
+            return
+        if process.returncode is not None:
+            raise RuntimeError(f"{self!r} exited with {process.returncode}:\n{self.log_tail()}")
         raise RuntimeError(f"{self!r} did not become ready within {START_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
 
     async def stop(self) -> None:

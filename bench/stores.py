@@ -30,13 +30,14 @@ from typing import Any, Self
 
 import asyncpg
 import redis.asyncio as aioredis
-from serverproc import HOST, ServerProcess, free_port, get_status
+from serverproc import HOST, ServerProcess, free_port, poll_until
 
 SETTLE_S = 1.2  # a busy Postgres backend reports its counters at least once a second
 PG_REPORT_LAG_S = 11.0  # ... and one that went idle right after a report, 10 s later
 PROBE_COMMANDS = frozenset({"info", "dbsize"})  # what reading the counters sends; never sent by the service
 MEMORY_SETTLE_S = 1.0  # the service adds its scans to Redis 4 times a second: all of a run's are in after this
 REDIS_START_TIMEOUT_S = 10.0
+REDIS_POLL_S = 0.05
 REDIS_STOP_TIMEOUT_S = 5.0
 _PG_COUNTERS = """
 SELECT xact_commit + xact_rollback AS xacts, tup_returned, tup_fetched
@@ -195,20 +196,26 @@ class PrivateRedis:
             "--dir", self._dir.name, "--databases", "32", "--loglevel", "warning",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
+        process = self._process
         client = aioredis.Redis.from_url(self.url)
+
+        async def answers() -> bool:
+            try:
+                await client.ping()
+            except (OSError, aioredis.ConnectionError):
+                return False
+            return True
+
         try:
-            deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-            while True:
-                try:
-                    await client.ping()
-                    break
-                except (OSError, aioredis.ConnectionError):
-                    if time.monotonic() > deadline or self._process.returncode is not None:
-                        await self._stop()
-                        raise RuntimeError(f"{self!r} did not start") from None
-                    await asyncio.sleep(0.05)
+            started = await poll_until(
+                answers, timeout_s=REDIS_START_TIMEOUT_S, poll_s=REDIS_POLL_S,
+                has_exited=lambda: process.returncode is not None,
+            )  # fmt: skip
         finally:
             await client.aclose()
+        if not started:
+            await self._stop()
+            raise RuntimeError(f"{self!r} did not start")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -233,19 +240,7 @@ class DegradedServerProcess(ServerProcess):
     """A server that is ready when Postgres answers, whether Redis does or not (for the Postgres-only phase,
     started with a Redis URL that nothing listens on). ServerProcess itself waits for both."""
 
-    async def _wait_ready(self) -> None:
-        process = self._process
-        assert process is not None
-        deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"{self!r} exited with {process.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, TimeoutError, ValueError):
-                status, body = await get_status(self.url, "/healthz")
-                if status == 200 and b'"postgres":"ok"' in body:
-                    return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self!r} did not become ready:\n{self.log_tail()}")
+    ready_mark = b'"postgres":"ok"'
 
 
 def unreachable_redis_url(db: int = 0) -> str:

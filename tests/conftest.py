@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from starlette.applications import Starlette
 
 from codegen.creditcode import make_credit_code
 from resolver.app import create_app
-from resolver.ops.embedded import ensure_services
+from resolver.ops.embedded import EmbeddedRedis, ensure_services
 from resolver.ops.settings import Settings
 from schema.migrate import migrate
 
@@ -128,6 +129,18 @@ async def pg(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    data_dir = Path(tempfile.mkdtemp(prefix="tracecode-redis-path-"))
+    server = EmbeddedRedis(data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 BACKGROUND_MARK = "/* tracecode: background */"  # the change feed's polls (resolver.scan.changes), twice a second

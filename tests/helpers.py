@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from codegen.format import CodeType, region_of
+from codegen.gtin import gtin_check_digit
 from codegen.permute import issue_one
 from resolver.state import app_worker
 from tests.conftest import Service, random_credit_code
@@ -166,3 +168,33 @@ def serving(env: dict[str, str], *args: str) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
             output = process.communicate()[0]
         print(output)
+
+
+async def silent_server(answer_every_s: float | None) -> tuple[asyncio.Server, int]:
+    """A server that reads commands and answers +OK to each, one every `answer_every_s` (never with None)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = 0
+        try:
+            while True:
+                data = await reader.read(65_536)
+                if not data:
+                    return
+                pending += data.count(b"*")
+                if answer_every_s is None:
+                    continue
+                while pending:
+                    await asyncio.sleep(answer_every_s)
+                    writer.write(b"+OK\r\n")
+                    pending -= 1
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def random_gtin(prefix: str = "069") -> str:
+    """A valid 14-digit GTIN no other test uses."""
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(13 - len(prefix)))
+    return body + gtin_check_digit(body)

@@ -1,4 +1,4 @@
-"""GS1 Digital Link resolution (resolver.scan.gs1) on the real Postgres and Redis, and the GTIN check (codegen.gtin)."""
+"""GS1 Digital Link resolution (resolver.scan.gs1) on the real Postgres and Redis."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from codegen.gtin import InvalidGtin, gtin_check_digit, normalise_gtin
 from resolver.scan import gs1
 from tests.conftest import Service
-from tests.helpers import register_batch, register_producer
+from tests.helpers import random_gtin, register_batch, register_producer
 
 PUBLIC_URL = "https://trace.example.cn"  # the `settings` fixture's public_url
 SCHEMA_DIR = Path(__file__).parent / "data" / "gs1-linkset"
@@ -31,12 +30,6 @@ BASE_SCHEMA_URI = "urn:tracecode:test:linkset-schema"
 GS1_ONLY_MEMBERS = ("itemDescription",)  # required by the GS1 schema, refused by the RFC 9264 base schema
 LINK_TYPES = {gs1.DEFAULT_LINK, gs1.PIP, gs1.TRACEABILITY, gs1.CERTIFICATION_INFO, gs1.RECALL_STATUS}
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
-
-
-def random_gtin(prefix: str = "069") -> str:
-    """A valid 14-digit GTIN no other test uses."""
-    body = prefix + "".join(secrets.choice("0123456789") for _ in range(13 - len(prefix)))
-    return body + gtin_check_digit(body)
 
 
 def random_lot() -> str:
@@ -460,47 +453,3 @@ async def test_well_known_describes_the_resolver(service: Service) -> None:
     assert description["supportedLinkType"] == [{"namespace": "https://gs1.org/voc/", "prefix": "gs1:"}]
     assert description["linkTypeDefaultCanBeLinkset"] is False
     assert response.headers["access-control-allow-origin"] == "*"
-
-
-# --- codegen.gtin -------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "gtin"),
-    [
-        pytest.param("09506000134352", "09506000134352", id="gtin-14"),
-        pytest.param("4006381333931", "04006381333931", id="ean-13"),
-        pytest.param("036000291452", "00036000291452", id="upc-a"),
-        pytest.param("96385074", "00000096385074", id="gtin-8"),
-    ],
-)
-def test_normalise_gtin_pads_to_14_digits(text: str, gtin: str) -> None:
-    assert normalise_gtin(text) == gtin
-
-
-def test_every_single_digit_error_is_caught() -> None:
-    gtin = random_gtin()
-    for position in range(len(gtin)):
-        for digit in "0123456789":
-            typo = gtin[:position] + digit + gtin[position + 1 :]
-            if typo != gtin:
-                with pytest.raises(InvalidGtin) as caught:
-                    normalise_gtin(typo)
-                assert caught.value.reason == "bad_check_digit"
-
-
-@pytest.mark.parametrize(
-    ("text", "reason", "message"),
-    [
-        pytest.param("9506000134353", "bad_check_digit", "wrong GTIN check digit", id="check-digit"),
-        pytest.param("1234567", "bad_format", "a GTIN has 8, 12, 13 or 14 digits", id="7-digits"),
-        pytest.param("", "bad_format", "a GTIN has 8, 12, 13 or 14 digits", id="empty"),
-        pytest.param(" 96385074", "bad_format", "a GTIN has 8, 12, 13 or 14 digits", id="space"),
-        pytest.param("٩٦٣٨٥٠٧٤", "bad_format", "a GTIN has 8, 12, 13 or 14 digits", id="arabic-indic"),
-    ],
-)
-def test_invalid_gtin_says_why(text: str, reason: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as caught:
-        normalise_gtin(text)
-
-    assert isinstance(caught.value, InvalidGtin) and caught.value.reason == reason and caught.value.message
