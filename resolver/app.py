@@ -150,7 +150,8 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         background.spawn(changes.run())
         background.spawn(counter.run())
         background.spawn(limiter.run(cache))
-        background.spawn(metrics.publish(app.state.metrics, redis, app.state))
+        app_metrics.sources = metrics.Sources(local, cache, app.state.resolver, limiter)
+        background.spawn(app_metrics.run())
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))
         # Everything made so far lives as long as the worker: keep it out of the collector's full passes, which
@@ -168,7 +169,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             Route("/t/{code:path}", resolve.ScanRoute(is_page=True), methods=["GET"], name="code_page"),
             Route("/api/v1/codes/{code:path}", resolve.ScanRoute(is_page=False), methods=["GET"], name="code_document"),
             Route("/healthz", healthz),
-            Route("/metrics", metrics.metrics_route),
+            Route("/metrics", app_metrics.endpoint),
             *registry.ROUTES,
             *gate.ROUTES,
             *recall.ROUTES,
