@@ -8,8 +8,8 @@ service asked Redis (hits, misses, keys added), so that a cold phase can show th
 With a store probe (bench/stores.py) it also counts the service's Redis commands by name and its
 Postgres transactions during the run; a phase that claims no store I/O per request (`idle_first`)
 is preceded by an idle interval of the same length, read the same way, which shows what the
-service does on its own (scan counters synced 4 times a second, flushed every 2 s, metrics
-published every 5 s) so that the rest can be put on the requests. A phase that `reads_memory` also
+service does on its own (scan counters synced 4 times a second, flushed every 2 s) so that the
+rest can be put on the requests. A phase that `reads_memory` also
 reads what Redis holds (bench/stores.py RedisMemory) after its warm-up and after its run, each time
 once the service's scan sync has had MEMORY_SETTLE_S to add what came before.
 """

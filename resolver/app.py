@@ -167,7 +167,8 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
         background.spawn(built.resolver.counter.run())
         background.spawn(built.limiter.run(cache))
         background.spawn(built.token_cache.listen())
-        background.spawn(metrics.publish(app_metrics, redis, built))
+        app_metrics.sources = metrics.Sources(local, cache, built.resolver, built.limiter)
+        background.spawn(app_metrics.run())
         if settings.local_cache_size:
             background.spawn(cache.listen_for_invalidations(local))
         attach(app, built)
@@ -186,7 +187,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             Route("/t/{code:path}", resolve.ScanRoute(is_page=True), methods=["GET"], name="code_page"),
             Route("/api/v1/codes/{code:path}", resolve.ScanRoute(is_page=False), methods=["GET"], name="code_document"),
             Route("/healthz", healthz),
-            Route("/metrics", metrics.metrics_route),
+            Route("/metrics", app_metrics.endpoint),
             *registry.ROUTES,
             *gate.ROUTES,
             *recall.ROUTES,

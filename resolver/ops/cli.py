@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from resolver.ops.server import serve
 
             print(f"serving on http://{args.host}:{args.port} with {args.workers} worker(s) ({args.server})")
-            serve(args.host, args.port, args.workers, args.server)
+            serve(args.host, args.port, args.workers, args.server, data_dir=ready.data_dir)
     return 0
 
 
