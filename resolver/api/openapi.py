@@ -233,7 +233,7 @@ OPERATIONS: Final = (
       {200: _answer("ok", (TEXT, _STRING))}, uses_store=False),
     Operation("GET", "/healthz", "healthz", "Health of Postgres and Redis (`degraded` when one is away)", "operations",
       {200: _json("health", answers.Health)}, uses_store=False),
-    Operation("GET", "/metrics", "metrics", "Prometheus metrics, summed over the live workers", "operations",
+    Operation("GET", "/metrics", "metrics", "Prometheus metrics, summed over this run's workers", "operations",
       {200: _answer("Prometheus text format", (TEXT, _STRING))}, uses_store=False),
     Operation("GET", "/openapi.json", "openapi", "This description (OpenAPI 3.1)", "operations",
       {200: _answer("the OpenAPI document", (JSON, {"type": "object"}))}, uses_store=False),
