@@ -6,11 +6,10 @@ import asyncio
 import secrets
 
 import httpx
-import pytest
 
 from codegen.format import compose
 from resolver.scan import ratelimit
-from resolver.scan.ratelimit import Limiter, client_of
+from resolver.scan.ratelimit import Limiter
 from tests.conftest import Service
 from tests.helpers import register_batch
 
@@ -27,19 +26,6 @@ def test_walking_the_code_space_is_limited_per_client() -> None:
 
     assert limiter.retry_after_s("10.0.0.1") > 0
     assert limiter.retry_after_s("10.0.0.2") == 0  # the next address of the same network
-
-
-@pytest.mark.parametrize(
-    ("host", "client"),
-    [
-        pytest.param("203.0.113.7", "203.0.113.7", id="ipv4-address"),
-        pytest.param("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64", id="ipv6-64"),
-        pytest.param("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64", id="ipv6-same-64"),
-        pytest.param("", "unknown", id="none"),
-    ],
-)
-def test_a_client_is_an_ipv4_address_or_an_ipv6_64(host: str, client: str) -> None:
-    assert client_of(host) == client
 
 
 def _as(service: Service, host: str) -> httpx.AsyncClient:

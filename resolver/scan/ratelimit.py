@@ -1,10 +1,10 @@
 """Per-client limits on the public resolve paths: an absolute count of bad lookups, shared by all workers.
 
-A client (its IPv4 address, or its IPv6 /64: `client_of`) that makes `max_bad` (TRACECODE_BAD_LOOKUP_LIMIT,
-MAX_BAD by default) lookups of malformed or never-issued codes within WINDOW_S is walking the code space:
-every lookup it makes is answered 429 for COOLDOWN_S. Valid lookups neither reset nor dilute the count
-(walking the code space between real scans does not help), and other clients, even on the same network,
-are never refused.
+A client (its IPv4 address, or its IPv6 /64: resolver.edge.clients.client_of) that makes `max_bad`
+(TRACECODE_BAD_LOOKUP_LIMIT, MAX_BAD by default) lookups of malformed or never-issued codes within WINDOW_S
+is walking the code space: every lookup it makes is answered 429 for COOLDOWN_S. Valid lookups neither
+reset nor dilute the count (walking the code space between real scans does not help), and other clients,
+even on the same network, are never refused.
 
 Each worker counts in memory, so a lookup makes no I/O for the limit, and adds its counts to the shared ones
 in Redis every SYNC_INTERVAL_S, reading the totals back: a client that crosses the line on any mix of
@@ -15,8 +15,6 @@ own counts.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -32,7 +30,6 @@ COOLDOWN_S = 60.0
 SYNC_INTERVAL_S = SCAN_SYNC_INTERVAL_S
 MAX_CLIENTS = 100_000  # clients counted per worker; expired ones are swept beyond this
 MAX_SYNCED = 1_000  # clients whose totals one sync reads (those with new counts first)
-IPV6_CLIENT_PREFIX = 64  # one subscriber's IPv6 network
 
 
 @dataclass(slots=True)
@@ -121,15 +118,3 @@ class Limiter:
     def _sweep(self, now: float) -> None:
         self._windows = {client: w for client, w in self._windows.items() if now - w.started <= WINDOW_S}
         self._blocked = {client: until for client, until in self._blocked.items() if until > now}
-
-
-@functools.lru_cache(maxsize=65_536)
-def client_of(host: str) -> str:
-    """The client a lookup counts against: the IPv4 address, or the IPv6 /64 (one subscriber's network)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host or "unknown"
-    if address.version == 4:
-        return str(address)
-    return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))

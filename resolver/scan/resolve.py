@@ -10,8 +10,6 @@ only the scan statistics are spliced in per request (bench/PROFILE.md shows wher
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -29,12 +27,13 @@ from cache.store import NO_SCANS, DocumentCache, Fetched, Scans
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from codegen.longform import parse_long
 from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
+from resolver.edge.clients import client_of, host_of, place_of
 from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, Offers, accept_of
 from resolver.edge.problems import Problem, store_unavailable
 from resolver.edge.responses import PAGE_SECURITY_RAW_HEADERS, PageResponse
 from resolver.scan import pages
 from resolver.scan.ranges import IssuedRanges
-from resolver.scan.ratelimit import Limiter, client_of
+from resolver.scan.ratelimit import Limiter
 from resolver.scan.scans import ScanCounter
 from resolver.scan.stored import Loaded, PostgresDocuments
 from resolver.state import app_worker, worker
@@ -234,8 +233,8 @@ class ScanRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = app_worker(scope["app"])
-        place = client_place(scope)
-        client = client_of(_host(scope))
+        host = host_of(scope)
+        place, client = place_of(host), client_of(host)
         as_page = self.is_page and PAGE_OFFERS.preferred(accept_of(scope)) == HTML_MEDIA_TYPE
         resolver = state.resolver
         try:
@@ -275,26 +274,6 @@ async def _resolve_limited(
             limiter.record_bad(client)
         raise
     return code, entry, scans
-
-
-def client_place(scope: Scope) -> str:
-    """The client's network (IPv4 /24, IPv6 /48): scans from many of them in a short time flag a copied code."""
-    return _network_of(_host(scope))
-
-
-def _host(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else ""
-
-
-@functools.lru_cache(maxsize=65_536)
-def _network_of(host: str) -> str:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host or "unknown"
-    prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 async def refresh_chain(request: Request, batch_id: int) -> None:
