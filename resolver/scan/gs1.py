@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from codegen.digitallink import LOT_MAX_LENGTH, is_cset82
 from codegen.gtin import InvalidGtin, normalise_gtin
 from resolver.categories import CERTIFICATION_LABELS
 from resolver.db import POSTGRES_AWAY_ERRORS
@@ -77,8 +78,6 @@ LANGUAGE: Final = "zh"  # every target is in Chinese, so Accept-Language has not
 
 GTIN_AI: Final = "01"
 LOT_AI: Final = "10"
-LOT_MAX_LENGTH: Final = 20  # AI 10: up to 20 characters of GS1 AI encodable character set 82
-_CSET82: Final = frozenset("!\"%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
 CERTIFICATES_SECTION: Final = "#certifications"  # the page's 认证与登记 section
 
 DESCRIPTION_MAX_AGE_S: Final = 86_400  # 1 day: the description changes only with a release
@@ -169,7 +168,7 @@ def _lot(request: Request) -> str:
         is_one_segment = lot == decoded
     if not is_one_segment:  # e.g. a serial number (AI 21) after the lot: not a path this resolver serves
         raise Problem(404, "unsupported_path", "不支持的链接", "本服务只解析 /01/{GTIN}/10/{批号}", headers=_CORS)
-    if not lot or len(lot) > LOT_MAX_LENGTH or not _CSET82.issuperset(lot):
+    if not is_cset82(lot, LOT_MAX_LENGTH):
         raise Problem(
             400,
             "invalid_lot",
