@@ -5,7 +5,8 @@ else the usual local ports, else embedded servers it starts), creates a database
 migrates it, and seeds it through the product's own functions: batches with
 `resolver.api.registry.add_batch`, package codes (type 4) with `resolver.api.labels.issue_labels`, one labels
 request per batch as a print run would be (so the codes are stored however the product stores
-them: rows or ranges). It seeds the main batch with `code_count` package codes, and groups of
+them: rows or ranges). It seeds the main batch with `code_count` package codes (its product has the GTIN
+BENCH_GTIN and its lot is one GS1 allows, so that it has a Digital Link URI), and groups of
 further batches (`groups`: name -> the package codes of each batch, 0 for none), so that a phase
 can ask each of its codes exactly once. Nothing is ever inserted into the code tables here.
 Redis database BENCH_REDIS_DB is flushed before and after. The database is dropped at the end.
@@ -32,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from codegen.creditcode import ALPHABET, make_credit_code
+from codegen.digitallink import digital_link_path
 from codegen.format import parse
 from resolver import db, queries
 from resolver.api.issuer import CodeIssuer
@@ -55,6 +57,7 @@ PORT_PROBE_TIMEOUT_S = 0.5
 REGION = "630121"  # 大通回族土族自治县, Xining: the demo's yak county
 CODE_PARTITIONS = 16
 PRODUCT_NAME = "大通牦牛肉"
+BENCH_GTIN = "06950000000019"  # the main batch's product (GS1 China prefix 695); no other batch's has one
 PRODUCER_NAME = "大通县高原牦牛养殖专业合作社（压测）"
 BATCHES_PER_PRODUCER = 100  # a cooperative's batches; the long form's 3-digit sequence wraps at 1,000
 SEED_CONCURRENCY = 4  # batches and labels requests seeded at once (3.5-5 ms a batch on 2 cores, CPU-bound)
@@ -79,6 +82,7 @@ class Dataset:
     secret: str
     batch_code: str  # the main production batch code (type 1)
     package_codes: list[str]  # the main batch's, type 4, in sequence order, none resolved yet
+    digital_link: str  # the main batch's GS1 Digital Link path, /01/{gtin}/10/{lot}
     groups: Mapping[str, list[SeededBatch]] = field(default_factory=dict)  # further batches, by the name asked
 
     @property
@@ -122,8 +126,9 @@ def _random_credit_code() -> str:
     return make_credit_code("93" + REGION + "".join(secrets.choice(ALPHABET) for _ in range(9)))
 
 
-def _batch_body(credit_code: str, today: dt.date) -> BatchIn:
-    """A batch like the demo's yak meat, with inspection and certificate: a document of the real size."""
+def _batch_body(credit_code: str, today: dt.date, gtin: str | None = None) -> BatchIn:
+    """A batch like the demo's yak meat, with inspection and certificate: a document of the real size; its lot
+    is one GS1 allows (AI 10)."""
 
     def days_ago(n: int) -> str:
         return (today - dt.timedelta(days=n)).isoformat()
@@ -131,7 +136,7 @@ def _batch_body(credit_code: str, today: dt.date) -> BatchIn:
     return BatchIn.model_validate(
         {
             "producer_credit_code": credit_code,
-            "product": {"name": PRODUCT_NAME, "category": "yak"},
+            "product": {"name": PRODUCT_NAME, "category": "yak", "gtin": gtin},
             "lot": f"BENCH-YAK-{secrets.token_hex(3).upper()}",
             "quantity": 1200,
             "unit": "kg",
@@ -174,13 +179,13 @@ async def _gather_bounded(jobs: Sequence[Awaitable[T]], limit: int) -> list[T]:
     return await asyncio.gather(*(bounded(job) for job in jobs))
 
 
-async def add_batches(pool: asyncpg.Pool, issuer: CodeIssuer, count: int) -> list[str]:
-    """Register `count` batches through resolver.api.registry.add_batch, BATCHES_PER_PRODUCER per cooperative;
-    their codes (type 1), in the order registered."""
+async def add_batches(pool: asyncpg.Pool, issuer: CodeIssuer, count: int, *, gtin: str | None = None) -> list[str]:
+    """Register `count` batches through resolver.api.registry.add_batch, BATCHES_PER_PRODUCER per cooperative,
+    their product with `gtin`; their codes (type 1), in the order registered."""
     today = dt.datetime.now(CHINA_TZ).date()
     producers = [await _add_producer(pool, today) for _ in range(-(-count // BATCHES_PER_PRODUCER))]
     owners = [producers[i // BATCHES_PER_PRODUCER] for i in range(count)]
-    jobs = [add_batch(pool, issuer, owner, _batch_body(owner["credit_code"], today)) for owner in owners]
+    jobs = [add_batch(pool, issuer, owner, _batch_body(owner["credit_code"], today, gtin)) for owner in owners]
     return [issued.trace_code for issued in await _gather_bounded(jobs, SEED_CONCURRENCY)]
 
 
@@ -197,9 +202,12 @@ async def issue_package_codes(pool: asyncpg.Pool, secret: bytes, batch_code: str
     return codes
 
 
-async def seed_batches(pool: asyncpg.Pool, secret: bytes, label_runs: Sequence[int]) -> list[SeededBatch]:
-    """One batch for each of `label_runs`, with that many package codes (0: none); in the order of `label_runs`."""
-    trace_codes = await add_batches(pool, CodeIssuer(secret), len(label_runs))
+async def seed_batches(
+    pool: asyncpg.Pool, secret: bytes, label_runs: Sequence[int], *, gtin: str | None = None
+) -> list[SeededBatch]:
+    """One batch for each of `label_runs`, with that many package codes (0: none), its product with `gtin`; in the
+    order of `label_runs`."""
+    trace_codes = await add_batches(pool, CodeIssuer(secret), len(label_runs), gtin=gtin)
     jobs = [issue_package_codes(pool, secret, code, n) for code, n in zip(trace_codes, label_runs, strict=True)]
     codes = await _gather_bounded(jobs, SEED_CONCURRENCY)
     return [SeededBatch(code, package_codes) for code, package_codes in zip(trace_codes, codes, strict=True)]
@@ -293,13 +301,17 @@ async def bench_dataset(
     async with bench_database() as database:
         pool = await db.create_pool(database.url, min_size=1, max_size=SEED_POOL_SIZE)
         try:
-            (main,) = await seed_batches(pool, secret.encode(), [code_count])
+            (main,) = await seed_batches(pool, secret.encode(), [code_count], gtin=BENCH_GTIN)
             seeded = {name: await seed_batches(pool, secret.encode(), runs) for name, runs in (groups or {}).items()}
             await pool.execute("ANALYZE")
+            labelled = await find_batch(pool, main.trace_code)
         finally:
             await pool.close()
+        assert labelled.gtin == BENCH_GTIN
+        digital_link = digital_link_path(labelled.gtin, labelled.lot)  # ValueError if the lot were not AI 10's
         assert not main.package_codes or parse(main.package_codes[0]) == main.package_codes[0]
         await _flush(database.redis_url)
         yield Dataset(
-            database.url, database.redis_url, database.name, secret, main.trace_code, main.package_codes, seeded
-        )
+            database.url, database.redis_url, database.name, secret, main.trace_code, main.package_codes,
+            digital_link, seeded,
+        )  # fmt: skip

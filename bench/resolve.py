@@ -9,6 +9,8 @@ drives with the same load generator and settings:
 
     ceiling     GET /livez                      no I/O: what the ASGI server and Starlette cost
     warm        GET /api/v1/codes/{code}        one package code, in the worker's in-process tier: no store I/O
+    gs1         GET /01/{gtin}/10/{lot}         the main batch's GS1 Digital Link URI: a 307 to its page (not
+                                                followed); its rate is also shown against warm's of the same round
     page        GET /t/{code}, Accept text/html the same package code as the consumer's HTML page
     first-scan  GET /api/v1/codes/{code}        the market-day consumer: package codes of 100 batches, each asked
                                                 once, after a warm-up on other package codes of the same batches;
@@ -72,6 +74,7 @@ from phases import (
     check_answers,
     cold_phase,
     first_scan_phase,
+    gs1_phase,
     malformed_phase,
     median_measurement,
     mixed_phase,
@@ -113,10 +116,13 @@ WARM_P99_AIM_MS = 5.0  # issue 6: with p99 at most this at 64 connections
 FIRST_SCAN_AIM = 0.6  # the market-day consumer: a package code's first scan at 0.6 of the ceiling or better
 FIRST_SCAN_P99_AIM_MS = 10.0  # ... with p99 at most this
 MIXED_AIM = 0.8  # batch codes and first scans of package codes, half and half
+GS1_AIM = 0.8  # issue 13: a warm Digital Link 307 at 0.8 of the warm resolve's rate in the same round, or better
 REDIS_AIM_RPS = 15_000  # issue 6: the Redis-only path (in-process tier off)
 POSTGRES_AIM_RPS = 7_000  # issue 6: the Postgres-only path
 HOT_CODES = 1_000  # package codes of the redis and postgres phases, of the main batch beside the warm code
-PHASES = ("ceiling", "warm", "page", "malformed", "first-scan", "mixed", "cold", "redis", "postgres", "sizes")
+PHASES = (
+    "ceiling", "warm", "gs1", "page", "malformed", "first-scan", "mixed", "cold", "redis", "postgres", "sizes",
+)  # fmt: skip
 DEFAULT_PHASES = tuple(name for name in PHASES if name not in ("cold", "sizes"))  # those two take a while
 LOAD_PHASES = tuple(name for name in PHASES if name != "sizes")  # the ones run against a server
 FRESH_PHASES = ("first-scan", "mixed", "cold")  # those that ask each of their codes once
@@ -387,7 +393,7 @@ class Round:
         env = server_env(data)
         async with self._server(env, "main") as server:
             await check_answers(server.url, data, [codes.last for codes in self.fresh.values()])
-            for phase in (ceiling_phase(), warm_phase(data), page_phase(data)):
+            for phase in (ceiling_phase(), warm_phase(data), gs1_phase(data), page_phase(data)):
                 if phase.name in options.phases:
                     await self._measure(phase, server, by_phase)
             for name in FRESH_PHASES:
@@ -504,12 +510,30 @@ def _p99_verdict(name: str, m: Measurement, aim_ms: float) -> str:
     return f"{name} p99 = {m.load.p99_ms:.1f} ms ({verdict} the aim of {aim_ms:.0f} ms)"
 
 
+def gs1_to_warm(by_phase: dict[str, list[Measurement]]) -> list[float]:
+    """Each round's gs1 rate over its warm rate (both run on the round's first server, one after the other)."""
+    return [
+        gs1.load.rps / warm.load.rps if warm.load.rps else 0.0
+        for gs1, warm in zip(by_phase.get("gs1", []), by_phase.get("warm", []), strict=False)
+    ]
+
+
+def _gs1_verdict(by_phase: dict[str, list[Measurement]]) -> str:
+    per_round = gs1_to_warm(by_phase)
+    ratio = sorted(per_round)[(len(per_round) - 1) // 2]
+    verdict = "meets" if ratio >= GS1_AIM else "is below"
+    rounds = ", ".join(f"{r:.2f}" for r in per_round)
+    return f"gs1 / warm of the same round = {ratio:.2f}, median of rounds ({rounds}) ({verdict} the aim of {GS1_AIM})"
+
+
 def _verdicts(by_phase: dict[str, list[Measurement]], ratios: dict[str, float]) -> list[str]:
     """One line per aim that this run measured."""
     lines = []
     if "warm" in ratios:
         lines.append(_ratio_verdict("warm", ratios["warm"], WARM_AIM))
         lines.append(_p99_verdict("warm", median_measurement(by_phase["warm"]), WARM_P99_AIM_MS))
+    if "gs1" in ratios and "warm" in ratios:
+        lines.append(_gs1_verdict(by_phase))
     if "first-scan" in ratios:
         lines.append(_ratio_verdict("first-scan", ratios["first-scan"], FIRST_SCAN_AIM))
         lines.append(_p99_verdict("first-scan", median_measurement(by_phase["first-scan"]), FIRST_SCAN_P99_AIM_MS))
@@ -532,7 +556,7 @@ def _verdicts(by_phase: dict[str, list[Measurement]], ratios: dict[str, float]) 
             else "store I/O not counted"
         )
         lines.append(f"{name} / ceiling = {ratios[name]:.2f}; {io}; answers {statuses_text(m.load.statuses)}")
-    others = [f"{name} / ceiling = {ratios[name]:.2f}" for name in ("page", "cold") if name in ratios]
+    others = [f"{name} / ceiling = {ratios[name]:.2f}" for name in ("gs1", "page", "cold") if name in ratios]
     if others:
         lines.append("; ".join(others))
     return lines
@@ -609,6 +633,7 @@ def report(options: Options, generator: LoadGenerator, results: Results, *, priv
         "hot_codes": HOT_CODES,
         "redis": "private" if private_redis else "shared",
         "ratios_to_ceiling": {name: round(ratio, 3) for name, ratio in ratios.items()},
+        "gs1_to_warm_by_round": [round(ratio, 3) for ratio in gs1_to_warm(by_phase)],
         "median": {name: m.to_json() for name, m in labelled},
         "rounds_measured": {name: [m.to_json() for m in runs] for name, runs in by_phase.items()},
         "postgres_sizes": [step.to_json() for step in results.sizes],

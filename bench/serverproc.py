@@ -61,9 +61,15 @@ def _tracecode_command() -> list[str]:
 
 async def get_status(url: str, path: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, bytes]:
     """(status, body) of one `GET path` on a fresh connection to `url` (http://host:port)."""
+    status, _, body = await get_answer(url, path, timeout_s=timeout_s)
+    return status, body
+
+
+async def get_answer(url: str, path: str, *, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of one `GET path` on a fresh connection to `url` (http://host:port)."""
     host, _, port = url.removeprefix("http://").partition(":")
 
-    async def get() -> tuple[int, bytes]:
+    async def get() -> tuple[int, bytes, bytes]:
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
@@ -75,7 +81,7 @@ async def get_status(url: str, path: str, *, timeout_s: float = PROBE_TIMEOUT_S)
                 await writer.wait_closed()
         head, _, body = answer.partition(b"\r\n\r\n")
         status, _ = parse_head(head)
-        return status, body
+        return status, head, body
 
     return await asyncio.wait_for(get(), timeout_s)
 

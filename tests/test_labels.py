@@ -19,13 +19,16 @@ import pypdfium2
 import pytest
 import zxingcpp
 
+from codegen.digitallink import digital_link_path
 from codegen.format import CodeType, compose, group, is_valid, region_of, type_of
 from codegen.kernels import block_to_strings, issue_block
 from codegen.permute import derive_round_keys
 from resolver import queries
 from resolver.api import labels
 from resolver.api.issuer import CodeIssuer
+from resolver.api.labels import LabelBatch
 from resolver.api.labelsheet import LABEL_HEIGHT_MM, LABEL_WIDTH_MM, MIN_MODULE_MM, LabelSheet
+from resolver.edge.problems import Problem
 from resolver.state import app_worker
 from tests.conftest import Service
 from tests.helpers import TRACECODE, register_batch, register_producer, run_tracecode, subprocess_env
@@ -36,6 +39,8 @@ HOUSEKEEPING = ("SELECT pg_advisory_unlock_all()", "\nINSERT INTO scan_counts")
 ASYNCPG_TYPE_LOOKUP = ("typeinfo_tree", "'jit'")  # asyncpg's look-up of a statement's types, once per connection
 RENDER_SCALE = 4.0  # 288 dpi: a 0.75 mm QR module is 8 pixels
 POINTS_PER_MM = 72 / 25.4
+GTIN_13 = "6901234567892"  # as a producer registers it
+GTIN_14 = "0" + GTIN_13  # as a Digital Link URI carries it
 
 
 async def _token(service: Service, role: str, scope: str) -> dict[str, str]:
@@ -69,10 +74,21 @@ async def _labels(
 
 
 def _csv_codes(text: str) -> list[str]:
+    rows = _csv_rows(text)
+    assert all(url == f"{PUBLIC_URL}/t/{code}" for code, url in rows)
+    return [code for code, _ in rows]
+
+
+def _csv_rows(text: str) -> list[tuple[str, str]]:
+    """(code, url) of each row after the header."""
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["code", "url"]
-    assert all(url == f"{PUBLIC_URL}/t/{code}" for code, url in rows[1:])
-    return [code for code, _ in rows[1:]]
+    return [(code, url) for code, url in rows[1:]]
+
+
+async def _gtin_batch(service: Service, lot: str, gtin: str | None = GTIN_13) -> dict[str, Any]:
+    """A batch of lot `lot` whose product has the GTIN `gtin`."""
+    return await _own_batch(service, product={"name": "大通牦牛肉", "category": "yak", "gtin": gtin}, lot=lot)
 
 
 async def _stored_codes(service: Service, batch_id: int) -> list[str]:
@@ -153,6 +169,126 @@ async def test_batch_named_by_its_national_long_form(service: Service) -> None:
 
     assert response.status_code == 201
     assert sorted(_csv_codes(response.text)) == sorted(await _stored_codes(service, created["batch_id"]))
+
+
+# Labels that carry the GS1 Digital Link URI (issue 13).
+
+
+async def test_digital_link_labels_carry_each_package_uri_exactly(service: Service) -> None:
+    suffix = secrets.token_hex(3)
+    created = await _gtin_batch(service, f"L/{suffix}")  # a slash: percent-encoded in the URI
+
+    response = await _labels(service, created["trace_code"], {"count": 1_000, "link": "digital_link"})
+
+    assert response.status_code == 201, response.text
+    assert int(response.headers["content-length"]) == len(response.content)
+    rows = _csv_rows(response.text)
+    assert [url for code, url in rows] == [f"{PUBLIC_URL}/01/{GTIN_14}/10/L%2F{suffix}/21/{code}" for code, _ in rows]
+    assert all(url == PUBLIC_URL + digital_link_path(GTIN_13, f"L/{suffix}", code) for code, url in rows)
+    assert sorted(code for code, _ in rows) == sorted(await _stored_codes(service, created["batch_id"]))
+
+
+@pytest.mark.parametrize(
+    ("link", "path"),
+    [
+        pytest.param("trace", "/t/", id="trace"),
+        pytest.param("digital_link", f"/01/{GTIN_14}/10/LOT-1/21/", id="digital-link"),
+    ],
+)
+async def test_labels_as_json_name_their_link(service: Service, link: str, path: str) -> None:
+    created = await _gtin_batch(service, "LOT-1")
+
+    response = await _labels(service, created["trace_code"], {"count": 5, "link": link}, accept="application/json")
+
+    assert response.status_code == 201, response.text
+    assert int(response.headers["content-length"]) == len(response.content)
+    body = response.json()
+    assert (body["link"], body["url_prefix"], body["count"]) == (link, PUBLIC_URL + path, 5)
+    assert sorted(body["codes"]) == sorted(await _stored_codes(service, created["batch_id"]))
+
+
+async def test_labels_link_to_the_trace_page_unless_asked(service: Service) -> None:
+    created = await _gtin_batch(service, "LOT-1")
+
+    response = await _labels(service, created["trace_code"], {"count": 3}, accept="application/json")
+
+    assert (response.json()["link"], response.json()["url_prefix"]) == ("trace", f"{PUBLIC_URL}/t/")
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        pytest.param("gs1", id="unknown"),
+        pytest.param("DIGITAL_LINK", id="upper-case"),
+        pytest.param("digital-link", id="hyphen"),
+        pytest.param("", id="empty"),
+        pytest.param(None, id="null"),
+        pytest.param(1, id="number"),
+    ],
+)
+async def test_unknown_link_is_422(service: Service, link: Any) -> None:
+    created = await _gtin_batch(service, "LOT-1")
+
+    response = await _labels(service, created["trace_code"], {"count": 1, "link": link})
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    assert response.json()["errors"][0]["field"] == "link"
+    assert await _stored_codes(service, created["batch_id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("gtin", "lot", "problem", "title"),
+    [
+        pytest.param(None, "LOT-1", "no_gtin", "产品未登记商品条码", id="no-gtin"),
+        pytest.param(GTIN_13, "大通2026", "lot_not_gs1", "批号不符合GS1规则", id="chinese-lot"),
+        pytest.param(GTIN_13, "LOT 1", "lot_not_gs1", "批号不符合GS1规则", id="space-in-lot"),
+        pytest.param(GTIN_13, "L" * 21, "lot_not_gs1", "批号不符合GS1规则", id="lot-too-long"),
+    ],
+)
+async def test_digital_link_needs_a_gtin_and_a_gs1_lot(
+    service: Service, gtin: str | None, lot: str, problem: str, title: str
+) -> None:
+    created = await _gtin_batch(service, lot, gtin)
+
+    refused = await _labels(service, created["trace_code"], {"count": 1, "link": "digital_link"})
+    stored = await _stored_codes(service, created["batch_id"])
+    traced = await _labels(service, created["trace_code"], {"count": 1})
+
+    assert refused.status_code == 409
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert (refused.json()["code"], refused.json()["title"]) == (problem, title)
+    assert created["trace_code"] in refused.json()["detail"] and "追溯码链接" in refused.json()["detail"]
+    assert stored == []
+    assert traced.status_code == 201
+
+
+async def test_digital_link_lot_level_resolves_to_the_batch(service: Service) -> None:
+    suffix = secrets.token_hex(3)
+    created = await _gtin_batch(service, f"L/{suffix}")
+    body = (
+        await _labels(service, created["trace_code"], {"count": 1, "link": "digital_link"}, accept="application/json")
+    ).json()
+
+    response = await service.client.get(body["url_prefix"].removeprefix(PUBLIC_URL).removesuffix("/21/"))
+
+    assert response.status_code == 307
+    assert response.headers["location"].endswith(f"/t/{created['trace_code']}")
+
+
+@pytest.mark.xfail(
+    strict=False, reason="the serial level /01/{gtin}/10/{lot}/21/{serial} is the GS1 routes' part of issue 13"
+)
+async def test_digital_link_uri_of_a_label_resolves_to_its_package(service: Service) -> None:
+    suffix = secrets.token_hex(3)
+    created = await _gtin_batch(service, f"L/{suffix}")
+    (row,) = _csv_rows((await _labels(service, created["trace_code"], {"count": 1, "link": "digital_link"})).text)
+    code, url = row
+
+    response = await service.client.get(url.removeprefix(PUBLIC_URL), follow_redirects=True)
+
+    assert response.status_code == 200
+    assert code in response.text and "产品追溯码" in response.text
 
 
 async def test_a_labels_request_stores_one_range_row_and_no_row_per_code(service: Service) -> None:
@@ -440,6 +576,51 @@ def test_qr_module_size_is_checked() -> None:
         LabelSheet(public_url="https://example.cn/" + "x" * 200, product_name="枸杞", has_certificate=False)
 
 
+def _label_batch(gtin: str | None, lot: str) -> LabelBatch:
+    return LabelBatch(
+        batch_id=1, trace_code=compose(1, "630121", 1), long_code="", lot=lot, gtin=gtin, status="active",
+        producer_id=1, credit_code="", product_name="大通牦牛肉", has_certificate=True,
+    )  # fmt: skip
+
+
+def test_link_path_is_the_digital_link_up_to_the_serial() -> None:
+    assert labels.link_path(_label_batch(None, "大通"), "trace") == "/t/"
+    assert labels.link_path(_label_batch(GTIN_14, "A(1)/b"), "digital_link") == f"/01/{GTIN_14}/10/A%281%29%2Fb/21/"
+
+
+@pytest.mark.parametrize(
+    ("gtin", "lot", "problem"),
+    [
+        pytest.param(None, "LOT-1", "no_gtin", id="no-gtin"),
+        pytest.param(GTIN_14[:-1] + "0", "LOT-1", "invalid_gtin", id="stored-gtin-with-a-wrong-check-digit"),
+        pytest.param(GTIN_14, "", "lot_not_gs1", id="empty-lot"),
+        pytest.param(GTIN_14, "LOT~1", "lot_not_gs1", id="tilde-outside-set-82"),
+    ],
+)
+def test_link_path_refuses_what_a_digital_link_cannot_carry(gtin: str | None, lot: str, problem: str) -> None:
+    assert labels.link_path(_label_batch(gtin, lot), "trace") == "/t/"
+    with pytest.raises(Problem) as refused:
+        labels.link_path(_label_batch(gtin, lot), "digital_link")
+
+    assert (refused.value.status, refused.value.code) == (409, problem)
+
+
+def test_digital_link_label_qr_codes_read_as_the_package_uri() -> None:
+    codes = _codes(24)
+    batch = _label_batch(GTIN_14, "BENCH-YAK-A1B2C3")
+    sheet = labels.label_sheet(PUBLIC_URL, batch, labels.link_path(batch, "digital_link"))
+    out = io.BytesIO()
+    sheet.write(codes, out)
+
+    image = pypdfium2.PdfDocument(out.getvalue())[0].render(scale=RENDER_SCALE).to_pil()
+    found = zxingcpp.read_barcodes(image)
+
+    expected = [f"{PUBLIC_URL}/01/{GTIN_14}/10/BENCH-YAK-A1B2C3/21/{code}" for code in codes]
+    assert sorted(b.text for b in found) == sorted(expected)
+    assert {b.ec_level for b in found} <= {"Q", "H"}
+    assert sheet.module_mm(codes[0]) >= MIN_MODULE_MM
+
+
 # The command line.
 
 
@@ -468,6 +649,48 @@ async def test_command_line_writes_csv_and_pdf(service: Service, tmp_path: Path)
     assert len(from_csv) == 1_000 and len(document) == 2
     from_pdf = [c for c in stored if group(c) in text]
     assert len(from_pdf) == 30 and sorted(from_csv + from_pdf) == sorted(stored)
+
+
+async def test_command_line_writes_digital_link_csv_and_pdf(service: Service, tmp_path: Path) -> None:
+    lot = f"L/{secrets.token_hex(3)}"
+    created = await _gtin_batch(service, lot)
+    env = subprocess_env(
+        DATABASE_URL=service.settings.database_url,
+        REDIS_URL=service.settings.redis_url,
+        TRACECODE_SECRET=service.settings.secret.decode(),
+        TRACECODE_PUBLIC_URL=PUBLIC_URL,
+    )
+    csv_path, pdf_path = tmp_path / "labels.csv", tmp_path / "labels.pdf"
+    labels_of = ("labels", "--batch", created["trace_code"], "--digital-link", "--count")
+
+    csv_out = await asyncio.to_thread(run_tracecode, env, *labels_of, "100", "--out", str(csv_path))
+    pdf_out = await asyncio.to_thread(run_tracecode, env, *labels_of, "24", "--out", str(pdf_path))
+
+    prefix = f"{PUBLIC_URL}/01/{GTIN_14}/10/{lot.replace('/', '%2F')}/21/"
+    assert f"each label's URL: {prefix}{{code}}" in csv_out and "issued 24 package codes" in pdf_out
+    rows = _csv_rows(csv_path.read_text())
+    assert len(rows) == 100 and all(url == prefix + code for code, url in rows)
+    image = pypdfium2.PdfDocument(pdf_path)[0].render(scale=RENDER_SCALE).to_pil()
+    from_pdf = sorted(b.text for b in zxingcpp.read_barcodes(image))
+    printed = sorted(set(await _stored_codes(service, created["batch_id"])) - {code for code, _ in rows})
+    assert from_pdf == [prefix + code for code in printed] and len(printed) == 24
+
+
+async def test_command_line_refuses_a_digital_link_without_gtin(service: Service, tmp_path: Path) -> None:
+    created = await _gtin_batch(service, "LOT-1", gtin=None)
+    env = subprocess_env(DATABASE_URL=service.settings.database_url, REDIS_URL=service.settings.redis_url)
+    out = tmp_path / "labels.pdf"
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [TRACECODE, "labels", "--batch", created["trace_code"], "--count", "5", "--out", str(out), "--digital-link"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert "未登记商品条码" in done.stderr
+    assert not out.exists()
+    assert await _stored_codes(service, created["batch_id"]) == []
 
 
 async def test_command_line_refuses_an_unknown_batch(service: Service, tmp_path: Path) -> None:

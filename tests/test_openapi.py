@@ -227,6 +227,8 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     await walk.call("POST", "/api/v1/batches/{trace_code}/labels", 201, path=by_trace_code, json={"count": 3},
                     headers={"Accept": "application/json"})  # fmt: skip
     await walk.call("POST", "/api/v1/batches/{trace_code}/labels", 201, path=by_trace_code, json={"count": 2})
+    await walk.call("POST", "/api/v1/batches/{trace_code}/labels", 201, path=by_trace_code,
+                    json={"count": 2, "link": "digital_link"}, headers={"Accept": "application/json"})  # fmt: skip
     await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]}, headers={"Accept": "text/html"})
     await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]},
                     headers={"Accept": "application/json"})  # fmt: skip

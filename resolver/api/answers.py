@@ -189,7 +189,8 @@ class IssuedBatch(Answer):
 class Labels(Answer):
     batch: str
     count: int
-    url_prefix: str
+    link: Literal["trace", "digital_link"]
+    url_prefix: str = Field(description="each code's URL is this prefix and the code")
     codes: list[Annotated[str, Field(pattern=r"^4[0-9]{19}$")]]
 
 

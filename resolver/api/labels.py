@@ -2,8 +2,14 @@
 
 `POST /api/v1/batches/{trace_code}/labels` `{"count": N}` (admin, or the batch's producer) issues N package codes
 and answers them as CSV (`code,url`, for label-printer software) or, when `Accept` prefers `application/json`, as
-`{"batch": ..., "count": N, "url_prefix": ..., "codes": [...]}`. `tracecode labels` does the same from the command
-line, into a CSV file or A4 PDF sheets (see resolver.api.labelsheet).
+`{"batch": ..., "count": N, "link": ..., "url_prefix": ..., "codes": [...]}`. `tracecode labels` does the same from
+the command line, into a CSV file or A4 PDF sheets (see resolver.api.labelsheet).
+
+Which URL a label carries is the request's `link`: `trace` (the default), `{public_url}/t/{code}`; or
+`digital_link`, the package's GS1 Digital Link URI `{public_url}/01/{gtin}/10/{lot}/21/{code}` (the package code
+is the serial, AI 21), which retail and GS1 tools read. Both end in the code, so a URL is always `url_prefix` +
+code. A Digital Link needs the batch's product to have a GTIN and its lot to be one GS1 allows (AI 10: 1 to 20
+characters of set 82); otherwise 409 (`no_gtin`, `lot_not_gs1`), before anything is issued.
 
 How a request runs, and why:
 
@@ -35,7 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 import asyncpg
 import numpy as np
@@ -45,13 +51,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from codegen.digitallink import LOT_MAX_LENGTH, digital_link_path, is_cset82
 from codegen.format import CODE_LENGTH, CodeType, region_of, type_of
+from codegen.gtin import InvalidGtin
 from codegen.kernels import CodeBlock, block_to_strings, issue_block
 from codegen.permute import RoundKeys, derive_round_keys
 from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.api.issuer import CodeIssuer
-from resolver.api.labelsheet import LabelSheet
+from resolver.api.labelsheet import TRACE_PATH, LabelSheet
 from resolver.edge.bodies import Body, read_json
 from resolver.edge.negotiate import JSON_MEDIA_TYPE, Offers
 from resolver.edge.problems import Problem
@@ -64,8 +72,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _BATCH_COLUMNS = """
-    b.id AS batch_id, b.trace_code, b.long_code, b.status, b.expires_on,
-    b.certificate IS NOT NULL AS has_certificate, p.id AS producer_id, p.credit_code, pd.name AS product_name
+    b.id AS batch_id, b.trace_code, b.long_code, b.lot, b.status, b.expires_on,
+    b.certificate IS NOT NULL AS has_certificate, p.id AS producer_id, p.credit_code, pd.name AS product_name, pd.gtin
 """
 _BATCH_JOINS = """
     JOIN producers p ON p.id = b.producer_id
@@ -88,9 +96,19 @@ LABEL_OFFERS: Final = Offers("text/csv", JSON_MEDIA_TYPE)  # CSV unless the Acce
 LINE_END: Final = b"\r\n"  # RFC 4180
 EVENT_KIND: Final = "commissioning"  # EPCIS: the package codes come into being (shown as 赋码登记)
 
+# The URL a label carries: `{public_url}/t/{code}`, or the GS1 Digital Link URI `/01/{gtin}/10/{lot}/21/{code}`.
+LabelLink = Literal["trace", "digital_link"]
+_SAMPLE_CODE: Final = "4" + "0" * (CODE_LENGTH - 1)  # a package code as AI 21 holds it: 20 digits, none encoded
+
 
 class LabelsIn(Body):
     count: Annotated[int, Field(strict=True, ge=1, le=MAX_LABELS_PER_REQUEST)]
+    link: LabelLink = Field(
+        default="trace",
+        description="the URL each code gets: `trace`, `{public_url}/t/{code}`; `digital_link`, the GS1 Digital Link "
+        "URI `{public_url}/01/{gtin}/10/{lot}/21/{code}` (409 when the batch's product has no GTIN or its lot is not "
+        "a GS1 lot)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +118,8 @@ class LabelBatch:
     batch_id: int
     trace_code: str
     long_code: str
+    lot: str
+    gtin: str | None  # the product's, 14 digits
     status: str  # active, recalled or expired
     producer_id: int
     credit_code: str
@@ -161,6 +181,8 @@ async def find_batch(
         batch_id=row["batch_id"],
         trace_code=row["trace_code"],
         long_code=row["long_code"],
+        lot=row["lot"],
+        gtin=row["gtin"].strip() if row["gtin"] else None,
         status=status_of(row, china_today()),
         producer_id=row["producer_id"],
         credit_code=row["credit_code"],
@@ -214,9 +236,39 @@ async def _ahead_in_thread(work: Callable[[T], bytes], items: Sequence[T]) -> As
         pending.cancel()
 
 
-def url_prefix(public_url: str) -> str:
-    """What a code is appended to for its URL: `{public_url}/t/`."""
-    return f"{public_url.rstrip('/')}/t/"
+def url_prefix(public_url: str, path: str = TRACE_PATH) -> str:
+    """What a code is appended to for its URL: `{public_url}{path}`, `{public_url}/t/` by default."""
+    return public_url.rstrip("/") + path
+
+
+def link_path(batch: LabelBatch, link: LabelLink) -> str:
+    """The path that a package code of `batch` ends for `link`: `/t/`, or `/01/{gtin}/10/{lot}/21/` (GS1 Digital
+    Link, lot percent-encoded); Problem 409 when the batch's product has no GTIN or its lot is not one AI 10 takes."""
+    if link == "trace":
+        return TRACE_PATH
+    if batch.gtin is None:
+        raise Problem(
+            409,
+            "no_gtin",
+            "产品未登记商品条码",
+            f"批次 {batch.trace_code} 的产品“{batch.product_name}”未登记商品条码（GTIN），标签不能使用GS1数字链接；"
+            "请先为产品登记GTIN，或使用追溯码链接（link 为 trace）",
+        )
+    if not is_cset82(batch.lot, LOT_MAX_LENGTH):
+        raise Problem(
+            409,
+            "lot_not_gs1",
+            "批号不符合GS1规则",
+            f"批次 {batch.trace_code} 的批号“{batch.lot}”不能用于GS1数字链接：GS1批号（AI 10）为1至{LOT_MAX_LENGTH}个"
+            "字符，只能含英文字母、数字和 !\"%&'()*+,-./:;<=>?_ 等符号；请使用追溯码链接（link 为 trace）",
+        )
+    try:
+        path = digital_link_path(batch.gtin, batch.lot, _SAMPLE_CODE)
+    except InvalidGtin as exc:
+        raise Problem(
+            409, "invalid_gtin", "商品条码无效", f"批次 {batch.trace_code} 的产品所登记的{exc.message}"
+        ) from None
+    return path.removesuffix(_SAMPLE_CODE)
 
 
 def csv_rows(block: CodeBlock, prefix: bytes) -> bytes:
@@ -246,8 +298,8 @@ def csv_length(count: int, prefix: bytes) -> int:
     return len(CSV_HEADER) + count * (2 * CODE_LENGTH + 1 + len(prefix) + len(LINE_END))
 
 
-def _json_head(issued: IssuedLabels, prefix: str) -> bytes:
-    head = orjson.dumps({"batch": issued.batch.trace_code, "count": issued.count, "url_prefix": prefix})
+def _json_head(issued: IssuedLabels, link: LabelLink, prefix: str) -> bytes:
+    head = orjson.dumps({"batch": issued.batch.trace_code, "count": issued.count, "link": link, "url_prefix": prefix})
     return head[:-1] + b',"codes":['
 
 
@@ -268,10 +320,9 @@ async def _json_stream(issued: IssuedLabels, head: bytes) -> AsyncIterator[bytes
     yield b"]}"
 
 
-def _answer(request: Request, issued: IssuedLabels, public_url: str) -> Response:
-    prefix = url_prefix(public_url)
+def _answer(request: Request, issued: IssuedLabels, link: LabelLink, prefix: str) -> Response:
     if LABEL_OFFERS.preferred(request.headers.get("accept")) == JSON_MEDIA_TYPE:
-        head = _json_head(issued, prefix)
+        head = _json_head(issued, link, prefix)
         length = len(head) + issued.count * (CODE_LENGTH + 3) - 1 + len(b"]}")
         return StreamingResponse(
             _json_stream(issued, head),
@@ -302,16 +353,20 @@ async def create_labels(request: Request) -> Response:
     body = await read_json(request, LabelsIn)
     state = worker(request)
     batch = await find_batch(state.pool, code, may_label=lambda batch: _may_label(principal, batch))
+    prefix = url_prefix(state.settings.public_url, link_path(batch, body.link))
     async with state.label_slots:
         issued = await issue_labels(state.pool, state.issuer, state.settings.secret, batch, body.count)
     await refresh_chain(request, batch.batch_id)
     logger.info("issued %d package codes for batch %s", issued.count, batch.trace_code)
-    return _answer(request, issued, state.settings.public_url)
+    return _answer(request, issued, body.link, prefix)
 
 
-def label_sheet(public_url: str, batch: LabelBatch) -> LabelSheet:
-    """The label sheet of `batch`; ValueError when `public_url` is too long for a readable QR code."""
-    return LabelSheet(public_url=public_url, product_name=batch.product_name, has_certificate=batch.has_certificate)
+def label_sheet(public_url: str, batch: LabelBatch, path: str = TRACE_PATH) -> LabelSheet:
+    """The label sheet of `batch` whose codes follow `path` (link_path); ValueError when the URL is too long for a
+    readable QR code."""
+    return LabelSheet(
+        public_url=public_url, path=path, product_name=batch.product_name, has_certificate=batch.has_certificate
+    )
 
 
 def pdf_paths(out: Path, count: int) -> list[Path]:
@@ -322,13 +377,13 @@ def pdf_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i:03d}{out.suffix}") for i in range(1, files + 1)]
 
 
-def write_csv(issued: IssuedLabels, public_url: str, out: Path) -> None:
-    """The codes of `issued` as the CSV the API answers, written chunk by chunk to `out`."""
-    prefix = url_prefix(public_url).encode()
+def write_csv(issued: IssuedLabels, prefix: str, out: Path) -> None:
+    """The codes of `issued` as the CSV the API answers (URLs `{prefix}{code}`), written chunk by chunk to `out`."""
+    encoded = prefix.encode()
     with out.open("wb") as file:
         file.write(CSV_HEADER)
         for span in issued.spans(ANSWER_CHUNK_CODES):
-            file.write(csv_rows(issued.block(*span), prefix))
+            file.write(csv_rows(issued.block(*span), encoded))
 
 
 def write_pdf(issued: IssuedLabels, sheet: LabelSheet, out: Path) -> list[tuple[Path, int]]:

@@ -1,6 +1,7 @@
 """A4 sheets of package labels (产品追溯码) as PDF: ``LabelSheet(...).write(codes, out)``.
 
-Each label carries the QR code of the code's URL (``{public_url}/t/{code}``), the code in digit groups
+Each label carries the QR code of the code's URL (``{public_url}/t/{code}``, or its GS1 Digital Link URI
+``{public_url}/01/{gtin}/10/{lot}/21/{code}``: the ``path`` the code follows), the code in digit groups
 (``codegen.format.group``) for typing at a gate, the product name, and 承诺达标合格证 when the batch has a
 certificate of conformity. The sheet is 3 x 8 labels of 70 x 37 mm, the common A4 24-up sticker sheet
 (A4 不干胶 24 格); print it at actual size (100 %), never "fit to page", or the labels drift off the stickers.
@@ -14,7 +15,8 @@ The QR code, chosen to survive a phone camera on a small sticker:
   version (smaller modules) for little gain on a flat label; segno still raises the level to H when H fits the
   same version, for free.
 - Two segments, the URL prefix in byte mode and the 20 digits in numeric mode (3.3 bits a digit instead of 8):
-  one version smaller than all-byte. For ``https://trace.example.cn`` that is version 4 (33 x 33 modules).
+  one version smaller than all-byte. For ``https://trace.example.cn`` that is version 4 (33 x 33 modules); its
+  Digital Link URI, with a GTIN and a 9-character lot, version 6 (41 x 41, 0.63 mm a module).
 - Module size: the symbol fills a 31 mm square with its 4-module quiet zone, about 0.75 mm a module at version
   4, and never less than ``MIN_MODULE_MM`` = 0.5 mm. GS1 (General Specifications 5.12.3.1) allows 0.396 to
   0.990 mm for QR codes scanned at the point of sale; 0.5 mm keeps a margin for toner spread on sticker paper,
@@ -80,6 +82,7 @@ HEADING: Final = "产品追溯码"
 CERTIFICATE: Final = "承诺达标合格证"
 HINT: Final = "手机扫码 查产地·检测·流向"
 TITLE: Final = "产品追溯码标签"
+TRACE_PATH: Final = "/t/"  # the consumer page of a code: {public_url}/t/{code}
 
 _PAGE_WIDTH, _PAGE_HEIGHT = A4
 _SAMPLE_CODE: Final = "4" + "9" * 19  # every code has 20 digits: each needs the same QR version as this one
@@ -100,13 +103,14 @@ def qr_code(url_prefix: str, code: str) -> segno.QRCode:
 
 
 class LabelSheet:
-    """Labels of one batch: ``LabelSheet(public_url=..., product_name=..., has_certificate=...).write(codes, out)``."""
+    """Labels of one batch: ``LabelSheet(public_url=..., product_name=..., has_certificate=...).write(codes, out)``;
+    a label's URL is ``public_url`` + ``path`` + code (``path`` ``/t/`` unless given)."""
 
     __slots__ = ("_has_certificate", "_name_lines", "_url_prefix")
 
-    def __init__(self, *, public_url: str, product_name: str, has_certificate: bool) -> None:
+    def __init__(self, *, public_url: str, product_name: str, has_certificate: bool, path: str = TRACE_PATH) -> None:
         _register_fonts()
-        self._url_prefix = f"{public_url.rstrip('/')}/t/"
+        self._url_prefix = public_url.rstrip("/") + path
         self._has_certificate = has_certificate
         self._name_lines = _wrap(product_name, CJK_FONT, NAME_PT, TEXT_WIDTH_MM * mm, NAME_MAX_LINES)
         self.module_mm(_SAMPLE_CODE)  # refuse a URL too long for the label before the first page
@@ -122,7 +126,7 @@ class LabelSheet:
         size = min(QR_BOX_MM / modules, MAX_MODULE_MM)
         if size < MIN_MODULE_MM:
             raise ValueError(
-                f"the public URL {self._url_prefix!r} needs {modules} QR modules: {size:.2f} mm each on a "
+                f"the label URL {self._url_prefix!r} needs {modules} QR modules: {size:.2f} mm each on a "
                 f"{QR_BOX_MM:g} mm label, under the {MIN_MODULE_MM} mm a phone reads reliably; shorten it"
             )
         return size

@@ -338,8 +338,9 @@ OPERATIONS: Final = (
       "Register a batch (admin, or the producer): issues its code and long form", "batches",
       {201: _json("the codes", answers.IssuedBatch)}, body=bodies.BatchIn, roles=ADMIN_PRODUCER),
     Operation("POST", "/api/v1/batches/{trace_code}/labels", "create_labels",
-      "Issue package codes (type 4) for a batch: CSV, or JSON for `Accept: application/json`", "batches", _LABELS,
-      body=labels.LabelsIn, roles=ADMIN_PRODUCER, problems=(404,),
+      "Issue package codes (type 4) for a batch: CSV, or JSON for `Accept: application/json`; each with its URL, "
+      "`/t/{code}` or (`link: digital_link`) its GS1 Digital Link URI", "batches", _LABELS,
+      body=labels.LabelsIn, roles=ADMIN_PRODUCER, problems=(404, 409),
       parameters=[_path("trace_code", "the batch's production batch code or long form")]),
     Operation("POST", "/api/v1/batches/{code}/recall", "recall_batch",
       "Recall a batch (admin, or regulator of its region): no cache shows it active after", "batches",

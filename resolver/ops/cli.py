@@ -87,7 +87,7 @@ async def _token_create(settings: Settings, role: str, scope: str) -> None:
 LABEL_SUFFIXES = (".csv", ".pdf")
 
 
-async def _labels(settings: Settings, batch_code: str, count: int, out: Path) -> int:
+async def _labels(settings: Settings, batch_code: str, count: int, out: Path, *, is_digital_link: bool) -> int:
     from cache.store import REDIS_ERRORS, DocumentCache, redis_client
     from resolver.api import labels
     from resolver.edge.problems import Problem
@@ -100,7 +100,8 @@ async def _labels(settings: Settings, batch_code: str, count: int, out: Path) ->
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
     try:
         batch = await labels.find_batch(pool, canonical_code(batch_code))
-        sheet = labels.label_sheet(settings.public_url, batch) if out.suffix.lower() == ".pdf" else None
+        link_path = labels.link_path(batch, "digital_link" if is_digital_link else "trace")
+        sheet = labels.label_sheet(settings.public_url, batch, link_path) if out.suffix.lower() == ".pdf" else None
         issued = await labels.issue_labels(pool, CodeIssuer(settings.secret), settings.secret, batch, count)
     except (Problem, ValueError) as exc:
         print(f"tracecode: {exc.detail if isinstance(exc, Problem) else exc}", file=sys.stderr)
@@ -118,8 +119,10 @@ async def _labels(settings: Settings, batch_code: str, count: int, out: Path) ->
         await redis.aclose()
     print(f"issued {count} package codes (产品追溯码) for batch {batch.trace_code} ({batch.product_name}) "
           f"in {time.perf_counter() - started:.2f}s")  # fmt: skip
+    prefix = labels.url_prefix(settings.public_url, link_path)
+    print(f"  each label's URL: {prefix}{{code}}")
     if sheet is None:
-        labels.write_csv(issued, settings.public_url, out)
+        labels.write_csv(issued, prefix, out)
         print(f"  {out}: code,url for label-printer software")
     else:
         for path, pages in labels.write_pdf(issued, sheet, out):
@@ -220,6 +223,12 @@ def _parser() -> argparse.ArgumentParser:
         help="labels.csv (code,url for label-printer software) or labels.pdf (A4 sheets, 24 labels a page; "
         "10,000 labels a file, more go to labels-001.pdf, labels-002.pdf, ...)",
     )
+    labels.add_argument(
+        "--digital-link",
+        action="store_true",
+        help="give each code its GS1 Digital Link URI, PUBLIC_URL/01/{gtin}/10/{lot}/21/{code}, instead of "
+        "PUBLIC_URL/t/{code} (the batch's product needs a GTIN, its lot 1 to 20 GS1 characters)",
+    )
     importing = commands.add_parser("import", help="import producers or certifications from a CSV file (UTF-8)")
     importing.add_argument("kind", choices=("producers", "certifications"))
     importing.add_argument(
@@ -271,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "token":
             asyncio.run(_token_create(ready, args.role, args.scope))
         elif args.command == "labels":
-            return asyncio.run(_labels(ready, args.batch, args.count, args.out))
+            return asyncio.run(_labels(ready, args.batch, args.count, args.out, is_digital_link=args.digital_link))
         elif args.command == "import":
             return asyncio.run(_import(ready, args))
         elif args.command == "export":
