@@ -33,6 +33,7 @@ from resolver.ops.settings import Settings
 from resolver.ops.tasks import Background
 from resolver.scan import gs1, resolve
 from resolver.scan.changes import ChangeFeed
+from resolver.scan.gs1_index import DigitalLinkIndex
 from resolver.scan.ranges import IssuedRanges
 from resolver.scan.ratelimit import Limiter
 from resolver.scan.scans import ScanCounter
@@ -134,6 +135,7 @@ def build_worker(settings: Settings, app_metrics: metrics.Metrics, pool: asyncpg
         gate_groups=gate.GroupCommit(pool),
         label_slots=asyncio.Semaphore(labels.MAX_CONCURRENT_ISSUES),
         market_regions={},
+        gs1=DigitalLinkIndex(pool, local, ranges),
     )
 
 
