@@ -222,12 +222,21 @@ RETURNING recalled_at
 
 REVOKE_TOKEN = "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id"
 
-# GS1 Digital Link (resolver.scan.gs1_index): whether a product carries GTIN $1; the batch registered last with
-# GTIN $1 and lot $2 (should products of several producers share a GTIN, the newest batch wins), joining on
-# producer_id as well so that the batches (producer_id, created_at) index serves it; a batch by its trace code.
+# GS1 Digital Link (resolver.scan.gs1_index): whether a product carries GTIN $1, with its newest batch; the batch
+# registered last with GTIN $1 and lot $2 (should products of several producers share a GTIN, the newest batch
+# wins), joining on producer_id as well so that the batches (producer_id, created_at) index serves it; a batch by
+# its trace code.
 # Each with the batch's document version, which the index holds its entry against.
 _BATCH_VERSION = "coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = b.id), 0) AS version"
-GS1_GTIN_IS_KNOWN = "SELECT EXISTS (SELECT 1 FROM products WHERE gtin = $1)"
+GS1_GTIN = f"""
+SELECT EXISTS (SELECT 1 FROM products WHERE gtin = $1) AS is_known, b.id AS batch_id, {_BATCH_VERSION}
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (
+        SELECT b.id FROM products pd JOIN batches b ON b.producer_id = pd.producer_id AND b.product_id = pd.id
+         WHERE pd.gtin = $1
+         ORDER BY b.created_at DESC, b.id DESC
+         LIMIT 1) AS b ON true
+"""
 GS1_LOT_BATCH = f"""
 SELECT b.id AS batch_id, b.trace_code, {_BATCH_VERSION}
   FROM products pd

@@ -67,6 +67,15 @@ class Match:
     package_code: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """Whether a GTIN is known, and the version of its newest batch that was read (batch 0: it has none)."""
+
+    is_known: bool
+    batch_id: int
+    version: int
+
+
 class _Recent(Generic[K, V]):
     """At most `capacity` values, each kept for the time it was put with; least recently used dropped first."""
 
@@ -109,7 +118,7 @@ class DigitalLinkIndex:
         self._pool = pool
         self._local = local
         self._ranges = ranges
-        self._gtins: _Recent[str, bool] = _Recent(INDEX_CAPACITY)
+        self._gtins: _Recent[str, _Known] = _Recent(INDEX_CAPACITY)
         self._lots: _Recent[tuple[str, str], Batch | None] = _Recent(INDEX_CAPACITY)
         self._codes: _Recent[str, Batch | None] = _Recent(INDEX_CAPACITY)
         self._flight: SingleFlight[object] = SingleFlight()
@@ -136,12 +145,16 @@ class DigitalLinkIndex:
         return Match(link, Level.PRODUCT)
 
     async def is_known_gtin(self, gtin: str) -> bool:
+        """Whether a product carries `gtin`. Kept against the version of its newest batch, which a change of the
+        product's GTIN raises; a product without batches is read again after INDEX_TTL_S."""
         kept = self._gtins.get(gtin)
-        if kept is not None:
-            return kept[0]
-        is_known = bool(await self._load(f"g:{gtin}", lambda: self._pool.fetchval(queries.GS1_GTIN_IS_KNOWN, gtin)))
-        self._gtins.put(gtin, is_known, INDEX_TTL_S if is_known else UNKNOWN_TTL_S)
-        return is_known
+        if kept is not None and (kept[0].batch_id == 0 or self._local.is_current(kept[0].batch_id, kept[0].version)):
+            return kept[0].is_known
+        row = await self._load(f"g:{gtin}", lambda: self._pool.fetchrow(queries.GS1_GTIN, gtin))
+        assert isinstance(row, asyncpg.Record)
+        known = _Known(row["is_known"], row["batch_id"] or 0, row["version"])
+        self._gtins.put(gtin, known, INDEX_TTL_S if known.is_known else UNKNOWN_TTL_S)
+        return known.is_known
 
     async def lot_batch(self, gtin: str, lot: str) -> Batch | None:
         """The batch registered last with `gtin` and `lot`, None if there is none."""
@@ -155,7 +168,6 @@ class DigitalLinkIndex:
             return None
         batch = Batch(row["trace_code"], gtin, lot, row["batch_id"], row["version"])
         self._lots.put((gtin, lot), batch, INDEX_TTL_S)
-        self._gtins.put(gtin, True, INDEX_TTL_S)
         return batch
 
     def _is_current(self, batch: Batch) -> bool:
