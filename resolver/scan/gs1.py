@@ -20,11 +20,12 @@ shows in it at once. No answer here counts a scan: the consumer page it leads to
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+import asyncpg
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,14 +34,13 @@ from starlette.types import Receive, Scope, Send
 
 from resolver import queries
 from resolver.categories import CATEGORIES, PRODUCER_KIND_LABELS
-from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
 from resolver.edge.clients import client_of, host_of
 from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE, MediaRange, accept_of, media_ranges, quality
-from resolver.edge.problems import Problem, store_unavailable
+from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse, PageResponse
 from resolver.scan import gs1_links, pages
 from resolver.scan.documents import china_today
-from resolver.scan.gs1_index import Level, Match
+from resolver.scan.gs1_index import Level, Match, from_postgres
 from resolver.scan.gs1_links import (
     GS1_VOCABULARY,
     JSON_LD_CONTEXT,
@@ -93,7 +93,6 @@ class _Request:
     link: DigitalLink
     link_type: str | None  # a full vocabulary URI, LINKSET, or None for the default link
     passed_on: str  # the query string without linkType, for the redirect target
-    accept: bytes | None
 
 
 class DigitalLinkRoute:
@@ -124,53 +123,29 @@ class DigitalLinkRoute:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, accept: bytes | None) -> None:
         state = app_worker(scope["app"])
-        client = client_of(host_of(scope))
-        retry_after = state.limiter.retry_after_s(client)
-        if retry_after:
-            raise Problem(
-                429, "too_many_requests", "请求过于频繁", "查询未登记的数字链接过多，请稍后再试",
-                headers={"Retry-After": str(retry_after)},
-            )  # fmt: skip
-        try:
-            asked = _read_request(scope, accept)
-            match = await state.gs1.match(asked.link)
-        except Problem as problem:
-            if problem.status in (400, 404):
-                state.limiter.record_bad(client)
-            raise
-        except POSTGRES_AWAY_ERRORS as exc:
-            raise store_unavailable() from exc
+        asked, match = await _match(state, scope)
         public_url = state.settings.public_url
         anchor = public_url + _anchor_path(match)
         linkset_link = gs1_links.header_value(f"{anchor}?linkType={LINKSET}", LINKSET, media_type=LINKSET_MEDIA_TYPE)
-        if asked.link_type is None and not self._prefers_linkset(accept):
-            location = _with_query(public_url + _default_path(match), asked.passed_on)
-            await _redirect(send, location, linkset_link)
+        if asked.link_type is None and not self._prefers_linkset(accept):  # the common answer, from memory
+            await _redirect(send, _with_query(public_url + _default_path(match), asked.passed_on), linkset_link)
             return
         headers = {**CORS_HEADERS, "Vary": "Accept", "Link": linkset_link}
-        try:
-            if asked.link_type in (None, LINKSET):
-                contexts = [await _context(state, match, level) for level in _levels(match)]
-                context_link = gs1_links.header_value(
-                    JSON_LD_CONTEXT, JSON_LD_CONTEXT_REL, media_type="application/ld+json"
-                )
-                headers["Link"] += ", " + context_link
-                response: Response = LinksetResponse(gs1_links.linkset(contexts), headers=headers)
-            else:
-                target = await _requested_link(state, match, asked.link_type, media_ranges(accept))
-                if target is None:
-                    raise Problem(
-                        404, "unknown_link_type", "没有该类型的链接",
-                        f"没有 {asked.link_type} 类型的链接；全部链接见 {anchor}?linkType={LINKSET}", headers=headers,
-                    )  # fmt: skip
-                location = _with_query(target.href, asked.passed_on)
-                await _redirect(send, location, linkset_link)
-                return
-        except POSTGRES_AWAY_ERRORS as exc:
-            raise store_unavailable() from exc
-        if scope["method"] == "HEAD":
-            response.body = b""  # the headers GET would send, content-length included
-        await response(scope, receive, send)
+        if asked.link_type in (None, LINKSET):
+            contexts = [await _context(state, match, level) for level in _levels(match)]
+            headers["Link"] += ", " + _CONTEXT_LINK
+            response = LinksetResponse(gs1_links.linkset(contexts), headers=headers)
+            if scope["method"] == "HEAD":
+                response.body = b""  # the headers GET would send, content-length included
+            await response(scope, receive, send)
+            return
+        target = await _requested_link(state, match, asked.link_type, media_ranges(accept))
+        if target is None:
+            raise Problem(
+                404, "unknown_link_type", "没有该类型的链接",
+                f"没有 {asked.link_type} 类型的链接；全部链接见 {anchor}?linkType={LINKSET}", headers=headers,
+            )  # fmt: skip
+        await _redirect(send, _with_query(target.href, asked.passed_on), linkset_link)
 
     def _prefers_linkset(self, accept: bytes | None) -> bool:
         """Whether the client names a JSON linkset (or plain JSON, GS1's recommendation) above HTML; remembered."""
@@ -189,11 +164,30 @@ def wants_linkset(ranges: Sequence[MediaRange]) -> bool:
     return json_q > quality(ranges, HTML_MEDIA_TYPE)
 
 
-def _read_request(scope: Scope, accept: bytes | None) -> _Request:
+async def _match(state: Worker, scope: Scope) -> tuple[_Request, Match]:
+    """What the request asks and the level it names; a malformed Digital Link or an unknown GTIN counts against the
+    client's limit, as a malformed or unknown code does on the scan routes."""
+    client = client_of(host_of(scope))
+    retry_after = state.limiter.retry_after_s(client)
+    if retry_after:
+        raise Problem(
+            429, "too_many_requests", "请求过于频繁", "查询未登记的数字链接过多，请稍后再试",
+            headers={"Retry-After": str(retry_after)},
+        )  # fmt: skip
+    try:
+        asked = _read_request(scope)
+        return asked, await state.gs1.match(asked.link)
+    except Problem as problem:
+        if problem.status in (400, 404):
+            state.limiter.record_bad(client)
+        raise
+
+
+def _read_request(scope: Scope) -> _Request:
     raw: bytes = scope.get("raw_path") or quote(scope["path"]).encode()  # raw_path is optional in ASGI
-    link = parse_path(raw[_PATH_START:])
+    link = parse_path(raw.partition(b"?")[0][_PATH_START:])  # servers differ on whether raw_path holds the query
     link_type, passed_on = _split_query(scope["query_string"].decode("latin-1"))
-    return _Request(link, link_type, passed_on, accept)
+    return _Request(link, link_type, passed_on)
 
 
 def _split_query(query: str) -> tuple[str | None, str]:
@@ -279,9 +273,7 @@ async def _context(state: Worker, match: Match, level: Level) -> Context:
     anchor = public_url + _anchor_path(match, level)
     today = china_today()
     if level is Level.PRODUCT:
-        rows = await within_request_wait(
-            state.pool.fetch(queries.GS1_PRODUCTS, match.link.gtin, today, 0, PRODUCTS_SHOWN)
-        )
+        rows = await from_postgres(state.pool.fetch(queries.GS1_PRODUCTS, match.link.gtin, today, 0, PRODUCTS_SHOWN))
         certifications = [c for row in rows for c in row["certifications"]]
         links = gs1_links.product_links(
             public_url, match.link.gtin, certifications=certifications,
@@ -318,7 +310,9 @@ async def product_page(request: Request) -> Response:
     try:
         gtin = checked_gtin(request.path_params["gtin"])
         today = china_today()
-        rows = await worker(request).pool.fetch(queries.GS1_PRODUCTS, gtin, today, BATCHES_SHOWN, PRODUCTS_SHOWN)
+        rows = await from_postgres(
+            worker(request).pool.fetch(queries.GS1_PRODUCTS, gtin, today, BATCHES_SHOWN, PRODUCTS_SHOWN)
+        )
         if not rows:
             raise Problem(404, "unknown_gtin", "未找到该商品", f"商品条码 {gtin} 未登记")
     except Problem as problem:
@@ -327,10 +321,10 @@ async def product_page(request: Request) -> Response:
     return PageResponse(pages.render_product(gtin, products))
 
 
-def _product_view(row: Mapping[str, Any]) -> dict[str, Any]:
+def _product_view(row: asyncpg.Record) -> dict[str, Any]:
     category = CATEGORIES.get(row["category"])
     return {
-        **row,
+        **dict(row),
         "category_label": category.label if category else row["category"],
         "kind_label": PRODUCER_KIND_LABELS.get(row["producer_kind"], ""),
     }

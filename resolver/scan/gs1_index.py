@@ -26,8 +26,8 @@ from cache.local import LocalTier
 from cache.singleflight import SingleFlight
 from codegen.format import CODE_LENGTH, CodeType, MalformedCode, parse, type_of
 from resolver import queries
-from resolver.db import within_request_wait
-from resolver.edge.problems import Problem
+from resolver.db import POSTGRES_AWAY_ERRORS, within_request_wait
+from resolver.edge.problems import Problem, store_unavailable
 from resolver.scan.gs1_uri import DigitalLink
 from resolver.scan.ranges import IssuedRanges
 
@@ -128,7 +128,7 @@ class DigitalLinkIndex:
         return f"DigitalLinkIndex(gtins={len(self._gtins)}, lots={len(self._lots)}, loads={self.postgres_loads})"
 
     async def match(self, link: DigitalLink) -> Match:
-        """The most specific level of `link` that is known. Raises Postgres's errors (a hang as TimeoutError)."""
+        """The most specific level of `link` that is known. Problem 503 if Postgres is needed and away."""
         batch = await self.lot_batch(link.gtin, link.lot) if link.lot is not None else None
         if batch is None and not await self.is_known_gtin(link.gtin):
             raise Problem(404, "unknown_gtin", "未找到该商品", f"商品条码 {link.gtin} 未登记")
@@ -183,7 +183,7 @@ class DigitalLinkIndex:
             return None
         if type_of(code) is not CodeType.PACKAGE:
             return None
-        found = self._ranges.find(code) or await within_request_wait(self._ranges.locate(code))
+        found = self._ranges.find(code) or await from_postgres(self._ranges.locate(code))
         return found.batch_code if found is not None else None
 
     async def _code_batch(self, batch_code: str) -> Batch | None:
@@ -201,6 +201,14 @@ class DigitalLinkIndex:
 
         async def load() -> object:
             self.postgres_loads += 1
-            return await within_request_wait(call())
+            return await from_postgres(call())
 
         return await self._flight.do(key, load)
+
+
+async def from_postgres(call: Awaitable[T]) -> T:
+    """`await call`; a Postgres away, or hanging past the request wait, is the one 503 (a page to a browser)."""
+    try:
+        return await within_request_wait(call)
+    except POSTGRES_AWAY_ERRORS as exc:
+        raise store_unavailable() from exc
