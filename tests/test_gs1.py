@@ -30,9 +30,7 @@ from tests.gs1_support import (
     without_gs1_members,
 )
 from tests.helpers import issue_labels, package_code, random_gtin, register_batch
-
-RECALL_SHOWS_WITHIN_S = 1.0  # SPEC: no resolve shows a recalled batch as active for longer
-
+from tests.test_faults import OwnServers, own_servers, own_service  # noqa: F401 (fixtures)
 
 # --- the three levels --------------------------------------------------------------------------------------------
 
@@ -346,3 +344,27 @@ async def test_labels_of_a_package_resolve_through_their_digital_link(service: S
 
     assert "%2F" in quote(entity.lot, safe="")
     assert response.headers["location"] == f"{PUBLIC_URL}/t/{code}"
+
+
+# --- a store away ------------------------------------------------------------------------------------------------
+
+
+async def test_postgres_away_warm_links_still_redirect_cold_ones_are_503_with_cors(
+    own_service: Service,  # noqa: F811 (the fixture imported above)
+    own_servers: OwnServers,  # noqa: F811
+) -> None:
+    entity = await make_entity(own_service)
+    await own_service.client.get(entity.path("serial"))  # warm: the GTIN, the lot and the package are in memory
+
+    own_servers.postgres.stop()
+    try:
+        warm = await own_service.client.get(entity.path("serial"))
+        cold = await own_service.client.get(f"/01/{entity.gtin}/10/{random_lot()}")  # an unknown lot: ask Postgres
+        page = await own_service.client.get(f"/01/{random_gtin()}", headers={"Accept": BROWSER_ACCEPT})
+    finally:
+        own_servers.postgres.start()
+
+    assert (warm.status_code, warm.headers["location"]) == (307, entity.default_target("serial"))
+    assert (cold.status_code, cold.json()["code"]) == (503, "store_unavailable")
+    assert int(cold.headers["retry-after"]) > 0 and cold.headers["access-control-allow-origin"] == "*"
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
