@@ -187,6 +187,30 @@ async def test_odd_accept_headers_are_served(service: Service, accept: str, stat
     assert response.status_code == status
 
 
+async def test_served_without_accept_or_accept_language(service: Service) -> None:
+    entity = await make_entity(service)
+    answers = []
+    for url in (entity.path("serial"), f"{entity.path('gtin')}?linkType=all", "/01/06901234567893/10/L1"):
+        request = service.client.build_request("GET", url)
+        del request.headers["accept"]
+        assert "accept" not in request.headers and "accept-language" not in request.headers
+        answers.append(await service.client.send(request))
+
+    redirected, linkset, invalid = answers
+    assert redirected.status_code == 307 and redirected.headers["location"] == entity.default_target("serial")
+    assert linkset.status_code == 200 and schema_errors(GS1_SCHEMA_URI, linkset.json()) == []
+    assert invalid.status_code == 400 and invalid.json()["code"] == "invalid_gtin"
+
+
+async def test_preflight_asks_no_store(service: Service) -> None:
+    service.query_log.queries.clear()
+
+    response = await service.client.options(f"/01/{random_gtin()}/10/L1/21/S1")
+
+    assert response.status_code == 204
+    assert service.query_log.queries == []
+
+
 async def test_invalid_gtin_is_400_without_store_io(service: Service) -> None:
     service.query_log.queries.clear()
 

@@ -20,7 +20,9 @@ from resolver.edge.negotiate import HTML_MEDIA_TYPE, JSON_MEDIA_TYPE
 
 GS1_VOCABULARY: Final = "https://gs1.org/voc/"
 # Spellings of the GS1 vocabulary a client may put in `linkType`; `gs1:` is the compact form.
-VOCABULARY_SPELLINGS: Final = ("gs1:", GS1_VOCABULARY, "http://gs1.org/voc/", "https://ref.gs1.org/voc/")
+VOCABULARY_SPELLINGS: Final = (
+    "gs1:", GS1_VOCABULARY, "http://gs1.org/voc/", "https://ref.gs1.org/voc/", "https://www.gs1.org/voc/",
+)  # fmt: skip
 DEFAULT_LINK: Final = GS1_VOCABULARY + "defaultLink"
 PIP: Final = GS1_VOCABULARY + "pip"
 TRACEABILITY: Final = GS1_VOCABULARY + "traceability"
