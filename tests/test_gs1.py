@@ -150,6 +150,18 @@ async def test_browser_gets_the_chinese_error_page(service: Service) -> None:
     assert "校验位" in response.text
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["gs1:", "https://gs1.org/voc/", "http://gs1.org/voc/", "https://ref.gs1.org/voc/", "https://www.gs1.org/voc/"],
+)
+async def test_every_spelling_of_the_gs1_vocabulary_names_its_link_types(service: Service, spelling: str) -> None:
+    entity = await make_entity(service)
+
+    response = await service.client.get(entity.path("lot"), params={"linkType": spelling + "traceability"})
+
+    assert response.headers["location"] == f"{PUBLIC_URL}/api/v1/codes/{entity.batch_code}"
+
+
 async def test_json_client_is_sent_to_the_json_link(service: Service) -> None:
     entity = await make_entity(service)
 
