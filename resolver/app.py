@@ -188,13 +188,13 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             # The scan routes next: the router tries each route in turn, and these are most of the traffic.
             Route("/t/{code:path}", resolve.ScanRoute(is_page=True), methods=["GET"], name="code_page"),
             Route("/api/v1/codes/{code:path}", resolve.ScanRoute(is_page=False), methods=["GET"], name="code_document"),
+            *gs1.ROUTES,  # GS1 Digital Links: the scans of labels that carry them
             Route("/healthz", healthz),
             Route("/metrics", app_metrics.endpoint),
             *registry.ROUTES,
             *gate.ROUTES,
             *recall.ROUTES,
             *labels.ROUTES,
-            *gs1.ROUTES,
             *hooks.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,

@@ -186,7 +186,7 @@ async def test_linkset_shall_include_the_links_of_each_level_up_to_the_primary_k
     linkset = await linkset_of(service, entity, level)
 
     anchors = [context["anchor"] for context in linkset["linkset"]]
-    levels_up = {"gtin": ["gtin"], "lot": ["lot", "gtin"], "serial": ["serial", "lot", "gtin"]}[level]
+    levels_up = LEVELS[LEVELS.index(level) :: -1]  # serial, lot, gtin
     assert anchors == [PUBLIC_URL + entity.path(up) for up in levels_up]  # uncompressed, most specific first
 
 

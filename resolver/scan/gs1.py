@@ -123,18 +123,30 @@ class DigitalLinkRoute:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, accept: bytes | None) -> None:
         state = app_worker(scope["app"])
-        asked, match = await _match(state, scope)
+        client = client_of(host_of(scope))
+        _check_limit(state, client)
+        raw, query = _raw_path(scope), scope["query_string"]
+        is_default = not query and not self._prefers_linkset(accept)
+        if is_default:
+            kept = state.gs1.kept_answer(raw)
+            if kept is not None:  # warm: the answer of a moment ago, still holding
+                await _send_redirect(send, kept)
+                return
+        asked, match = await _match(state, client, raw, query)
         public_url = state.settings.public_url
         anchor = public_url + _anchor_path(match)
         linkset_link = gs1_links.header_value(f"{anchor}?linkType={LINKSET}", LINKSET, media_type=LINKSET_MEDIA_TYPE)
-        if asked.link_type is None and not self._prefers_linkset(accept):  # the common answer, from memory
-            await _redirect(send, _with_query(public_url + _default_path(match), asked.passed_on), linkset_link)
+        if asked.link_type is None and not self._prefers_linkset(accept):
+            headers = _redirect_headers(_with_query(public_url + _default_path(match), asked.passed_on), linkset_link)
+            if is_default:
+                state.gs1.keep_answer(raw, match, headers)
+            await _send_redirect(send, headers)
             return
-        headers = {**CORS_HEADERS, "Vary": "Accept", "Link": linkset_link}
+        answer_headers = {**CORS_HEADERS, "Vary": "Accept", "Link": linkset_link}
         if asked.link_type in (None, LINKSET):
             contexts = [await _context(state, match, level) for level in _levels(match)]
-            headers["Link"] += ", " + _CONTEXT_LINK
-            response = LinksetResponse(gs1_links.linkset(contexts), headers=headers)
+            linkset_headers = {**answer_headers, "Link": f"{linkset_link}, {_CONTEXT_LINK}"}
+            response = LinksetResponse(gs1_links.linkset(contexts), headers=linkset_headers)
             if scope["method"] == "HEAD":
                 response.body = b""  # the headers GET would send, content-length included
             await response(scope, receive, send)
@@ -143,9 +155,9 @@ class DigitalLinkRoute:
         if target is None:
             raise Problem(
                 404, "unknown_link_type", "没有该类型的链接",
-                f"没有 {asked.link_type} 类型的链接；全部链接见 {anchor}?linkType={LINKSET}", headers=headers,
+                f"没有 {asked.link_type} 类型的链接；全部链接见 {anchor}?linkType={LINKSET}", headers=answer_headers,
             )  # fmt: skip
-        await _redirect(send, _with_query(target.href, asked.passed_on), linkset_link)
+        await _send_redirect(send, _redirect_headers(_with_query(target.href, asked.passed_on), linkset_link))
 
     def _prefers_linkset(self, accept: bytes | None) -> bool:
         """Whether the client names a JSON linkset (or plain JSON, GS1's recommendation) above HTML; remembered."""
@@ -164,30 +176,33 @@ def wants_linkset(ranges: Sequence[MediaRange]) -> bool:
     return json_q > quality(ranges, HTML_MEDIA_TYPE)
 
 
-async def _match(state: Worker, scope: Scope) -> tuple[_Request, Match]:
-    """What the request asks and the level it names; a malformed Digital Link or an unknown GTIN counts against the
-    client's limit, as a malformed or unknown code does on the scan routes."""
-    client = client_of(host_of(scope))
+def _check_limit(state: Worker, client: str) -> None:
+    """Problem 429 for a client past its limit of malformed and unknown lookups (resolver.scan.ratelimit)."""
     retry_after = state.limiter.retry_after_s(client)
     if retry_after:
         raise Problem(
             429, "too_many_requests", "请求过于频繁", "查询未登记的数字链接过多，请稍后再试",
             headers={"Retry-After": str(retry_after)},
         )  # fmt: skip
+
+
+def _raw_path(scope: Scope) -> bytes:
+    """The request's path after `/01/`, percent-encoded as it came (`%2F` belongs to a value)."""
+    raw: bytes = scope.get("raw_path") or quote(scope["path"]).encode()  # raw_path is optional in ASGI
+    return raw.partition(b"?")[0][_PATH_START:]  # servers differ on whether raw_path holds the query
+
+
+async def _match(state: Worker, client: str, raw: bytes, query: bytes) -> tuple[_Request, Match]:
+    """What the request asks and the level it names; a malformed Digital Link or an unknown GTIN counts against the
+    client's limit, as a malformed or unknown code does on the scan routes."""
     try:
-        asked = _read_request(scope)
+        link_type, passed_on = _split_query(query.decode("latin-1"))
+        asked = _Request(parse_path(raw), link_type, passed_on)
         return asked, await state.gs1.match(asked.link)
     except Problem as problem:
         if problem.status in (400, 404):
             state.limiter.record_bad(client)
         raise
-
-
-def _read_request(scope: Scope) -> _Request:
-    raw: bytes = scope.get("raw_path") or quote(scope["path"]).encode()  # raw_path is optional in ASGI
-    link = parse_path(raw.partition(b"?")[0][_PATH_START:])  # servers differ on whether raw_path holds the query
-    link_type, passed_on = _split_query(scope["query_string"].decode("latin-1"))
-    return _Request(link, link_type, passed_on)
 
 
 def _split_query(query: str) -> tuple[str | None, str]:
@@ -215,9 +230,12 @@ def _with_query(href: str, query: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}{query}{hash_}{fragment}"
 
 
-async def _redirect(send: Send, location: str, link: str) -> None:
-    """307 to `location`, with the `Link` to the linkset and the CORS headers; no body, for GET as for HEAD."""
-    headers = [(b"location", location.encode()), (b"link", link.encode()), *_REDIRECT_HEADERS]
+def _redirect_headers(location: str, link: str) -> list[tuple[bytes, bytes]]:
+    return [(b"location", location.encode()), (b"link", link.encode()), *_REDIRECT_HEADERS]
+
+
+async def _send_redirect(send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+    """307 with `headers` (the location, the `Link` to the linkset, CORS); no body, for GET as for HEAD."""
     await send({"type": "http.response.start", "status": 307, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 

@@ -59,12 +59,24 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """The most specific level of `link` the resolver knows, with its batch and package code where it has them."""
+    """The most specific level of `link` the resolver knows, with its batch and package code where it has them; and
+    what it holds while it holds: the batch whose version it was read at (0: none), and for how long."""
 
     link: DigitalLink
     level: Level
-    batch: Batch | None = None
-    package_code: str | None = None
+    batch: Batch | None
+    package_code: str | None
+    watched: tuple[int, int]  # (batch id, version)
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A warm answer (the headers of a redirect) and what it holds while (see Match)."""
+
+    headers: list[tuple[bytes, bytes]]
+    watched: tuple[int, int]
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +117,13 @@ class _Recent(Generic[K, V]):
         if len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
-    def drop(self, key: K) -> None:
-        self._items.pop(key, None)
-
 
 class DigitalLinkIndex:
     """`await index.match(link)`: the level a Digital Link resolves to; Problem 404 for a GTIN nobody registered."""
 
-    __slots__ = ("_codes", "_flight", "_gtins", "_local", "_lots", "_pool", "_ranges", "postgres_loads")
+    __slots__ = (
+        "_answers", "_codes", "_flight", "_gtins", "_local", "_lots", "_pool", "_ranges", "postgres_loads",
+    )  # fmt: skip
 
     def __init__(self, pool: asyncpg.Pool, local: LocalTier, ranges: IssuedRanges) -> None:
         self._pool = pool
@@ -121,6 +132,7 @@ class DigitalLinkIndex:
         self._gtins: _Recent[str, _Known] = _Recent(INDEX_CAPACITY)
         self._lots: _Recent[tuple[str, str], Batch | None] = _Recent(INDEX_CAPACITY)
         self._codes: _Recent[str, Batch | None] = _Recent(INDEX_CAPACITY)
+        self._answers: dict[bytes, _Kept] = {}  # raw request path -> its default redirect, while it holds
         self._flight: SingleFlight[object] = SingleFlight()
         self.postgres_loads = 0
 
@@ -128,33 +140,57 @@ class DigitalLinkIndex:
         return f"DigitalLinkIndex(gtins={len(self._gtins)}, lots={len(self._lots)}, loads={self.postgres_loads})"
 
     async def match(self, link: DigitalLink) -> Match:
-        """The most specific level of `link` that is known. Problem 503 if Postgres is needed and away."""
+        """The most specific level of `link` that is known. Problem 503 if Postgres is needed and away.
+
+        What matched holds while its batch is at the version read, and for INDEX_TTL_S; a walk-up, which rests on a
+        qualifier being unknown (a lot or labels registered later), for UNKNOWN_TTL_S."""
         batch = await self.lot_batch(link.gtin, link.lot) if link.lot is not None else None
-        if batch is None and not await self.is_known_gtin(link.gtin):
-            raise Problem(404, "unknown_gtin", "未找到该商品", f"商品条码 {link.gtin} 未登记")
-        if link.serial is not None:
+        if link.serial is not None and (batch is not None or link.lot is None):
             batch_code = await self._package_batch(link.serial)
             if batch is not None and batch_code == batch.code:
-                return Match(link, Level.PACKAGE, batch, link.serial)
+                return Match(link, Level.PACKAGE, batch, link.serial, _watched(batch), INDEX_TTL_S)
             if batch_code is not None and link.lot is None:  # no lot to check: the package's batch must be the GTIN's
                 package_batch = await self._code_batch(batch_code)
                 if package_batch is not None and package_batch.gtin == link.gtin:
-                    return Match(link, Level.PACKAGE, package_batch, link.serial)
+                    return Match(link, Level.PACKAGE, package_batch, link.serial, _watched(package_batch), INDEX_TTL_S)
+        is_exact = link.serial is None and link.cpv is None and link.tpx is None
         if batch is not None:
-            return Match(link, Level.BATCH, batch)
-        return Match(link, Level.PRODUCT)
+            return Match(link, Level.BATCH, batch, None, _watched(batch), INDEX_TTL_S if is_exact else UNKNOWN_TTL_S)
+        known = await self._gtin(link.gtin)
+        if not known.is_known:
+            raise Problem(404, "unknown_gtin", "未找到该商品", f"商品条码 {link.gtin} 未登记")
+        is_exact = is_exact and link.lot is None
+        return Match(
+            link, Level.PRODUCT, None, None, (known.batch_id, known.version), INDEX_TTL_S if is_exact else UNKNOWN_TTL_S
+        )
 
-    async def is_known_gtin(self, gtin: str) -> bool:
+    def kept_answer(self, raw_path: bytes) -> list[tuple[bytes, bytes]] | None:
+        """The headers of the default redirect of `raw_path` (a request without a query string), while it holds."""
+        kept = self._answers.get(raw_path)
+        if kept is None:
+            return None
+        if kept.expires_at < time.monotonic() or not self._local.is_current(*kept.watched):
+            del self._answers[raw_path]
+            return None
+        return kept.headers
+
+    def keep_answer(self, raw_path: bytes, match: Match, headers: list[tuple[bytes, bytes]]) -> None:
+        """Keep the default redirect of `raw_path` for as long as `match` holds."""
+        self._answers[raw_path] = _Kept(headers, match.watched, time.monotonic() + match.ttl_s)
+        if len(self._answers) > INDEX_CAPACITY:
+            del self._answers[next(iter(self._answers))]  # the oldest kept
+
+    async def _gtin(self, gtin: str) -> _Known:
         """Whether a product carries `gtin`. Kept against the version of its newest batch, which a change of the
         product's GTIN raises; a product without batches is read again after INDEX_TTL_S."""
         kept = self._gtins.get(gtin)
-        if kept is not None and (kept[0].batch_id == 0 or self._local.is_current(kept[0].batch_id, kept[0].version)):
-            return kept[0].is_known
+        if kept is not None and self._local.is_current(kept[0].batch_id, kept[0].version):
+            return kept[0]
         row = await self._load(f"g:{gtin}", lambda: self._pool.fetchrow(queries.GS1_GTIN, gtin))
         assert isinstance(row, asyncpg.Record)
         known = _Known(row["is_known"], row["batch_id"] or 0, row["version"])
         self._gtins.put(gtin, known, INDEX_TTL_S if known.is_known else UNKNOWN_TTL_S)
-        return known.is_known
+        return known
 
     async def lot_batch(self, gtin: str, lot: str) -> Batch | None:
         """The batch registered last with `gtin` and `lot`, None if there is none."""
@@ -204,6 +240,10 @@ class DigitalLinkIndex:
             return await from_postgres(call())
 
         return await self._flight.do(key, load)
+
+
+def _watched(batch: Batch) -> tuple[int, int]:
+    return batch.batch_id, batch.version
 
 
 async def from_postgres(call: Awaitable[T]) -> T:
