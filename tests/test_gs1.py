@@ -29,7 +29,7 @@ from tests.gs1_support import (
     schema_errors,
     without_gs1_members,
 )
-from tests.helpers import issue_labels, package_code, random_gtin, register_batch
+from tests.helpers import issue_labels, next_package_code, package_code, random_gtin, register_batch
 from tests.test_faults import OwnServers, own_servers, own_service  # noqa: F401 (fixtures)
 
 # --- the three levels --------------------------------------------------------------------------------------------
@@ -297,6 +297,19 @@ async def test_a_lot_registered_after_it_was_asked_shows_soon(service: Service) 
     response = await service.client.get(f"/01/{entity.gtin}/10/{lot}")
 
     assert response.headers["location"] == f"{PUBLIC_URL}/t/{created['trace_code']}"
+
+
+async def test_a_serial_labelled_after_it_was_asked_shows_soon(service: Service) -> None:
+    entity = await make_entity(service)
+    upcoming = next_package_code(service, entity.package_code)  # the next label of the region, not issued yet
+    path = f"{entity.path('lot')}/21/{upcoming}"
+    assert (await service.client.get(path)).headers["location"] == f"{PUBLIC_URL}/t/{entity.batch_code}"
+
+    assert await issue_labels(service, entity.batch_code, 1) == [upcoming]
+    await asyncio.sleep(UNKNOWN_TTL_S)
+    response = await service.client.get(path)
+
+    assert response.headers["location"] == f"{PUBLIC_URL}/t/{upcoming}"
 
 
 async def test_cold_lookups_of_one_moment_share_one_query(service: Service) -> None:

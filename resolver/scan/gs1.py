@@ -13,7 +13,8 @@ up to the next level in the same request; an unknown GTIN is 404):
   one whose media type `Accept` prefers; 404 when no level has one.
 A redirect passes the request's query string on, but for `linkType`, which was the resolver's to read. Every
 answer (problems, redirects, preflights) carries the CORS headers; every answer about a known entity a `Link` to
-its linkset. A warm default redirect is answered from this worker's memory; the linkset reads the batch's document
+its linkset. A warm default redirect is the answer to the same path a moment ago, kept in this worker's memory while
+the batch it rests on stays at the version read (resolver.scan.gs1_index); the linkset reads the batch's document
 from the scan path's tiers (resolver.scan.resolve.Resolver.document) and the product from Postgres, so a recall
 shows in it at once. No answer here counts a scan: the consumer page it leads to does.
 """
@@ -126,7 +127,8 @@ class DigitalLinkRoute:
         client = client_of(host_of(scope))
         _check_limit(state, client)
         raw, query = _raw_path(scope), scope["query_string"]
-        is_default = not query and not self._prefers_linkset(accept)
+        prefers_linkset = self._prefers_linkset(accept)
+        is_default = not query and not prefers_linkset
         if is_default:
             kept = state.gs1.kept_answer(raw)
             if kept is not None:  # warm: the answer of a moment ago, still holding
@@ -136,7 +138,7 @@ class DigitalLinkRoute:
         public_url = state.settings.public_url
         anchor = public_url + _anchor_path(match)
         linkset_link = gs1_links.header_value(f"{anchor}?linkType={LINKSET}", LINKSET, media_type=LINKSET_MEDIA_TYPE)
-        if asked.link_type is None and not self._prefers_linkset(accept):
+        if asked.link_type is None and not prefers_linkset:
             headers = _redirect_headers(_with_query(public_url + _default_path(match), asked.passed_on), linkset_link)
             if is_default:
                 state.gs1.keep_answer(raw, match, headers)

@@ -8,7 +8,9 @@ specific level the resolver knows (resolver standard 2.5.9), inside the one requ
 version, and an entry is used only while the in-process tier has heard of no newer version of its batch (the change
 feed, resolver.scan.changes, tells every worker within a second of a change that moves a batch or a product's
 GTIN). A batch registered later with the same GTIN and lot, which changes no older batch, shows within INDEX_TTL_S.
-What the batch then shows (a recall) is its document's business: the Resolver's tiers keep that current.
+What the batch then shows (a recall) is its document's business: the Resolver's tiers keep that current. The route's
+default redirects are kept here too, by request path, on the same terms (`kept_answer`): a warm Digital Link is a
+dictionary look-up.
 """
 
 from __future__ import annotations
