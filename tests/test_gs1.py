@@ -150,6 +150,21 @@ async def test_browser_gets_the_chinese_error_page(service: Service) -> None:
     assert "校验位" in response.text
 
 
+async def test_certification_info_of_a_batch_with_a_certificate_of_conformity_only(service: Service) -> None:
+    entity = await make_entity(service)  # its batch carries a certificate of conformity, its producer no certification
+    bare_lot = random_lot()
+    product = {"name": PRODUCT_NAME, "category": "yak", "gtin": entity.gtin}
+    await register_batch(service, entity.credit_code, product=product, lot=bare_lot, certificate=None)
+
+    with_certificate = await service.client.get(entity.path("lot"), params={"linkType": "gs1:certificationInfo"})
+    linkset = (await service.client.get(entity.path("lot"), params={"linkType": "linkset"})).json()
+    bare = await service.client.get(f"/01/{entity.gtin}/10/{bare_lot}", params={"linkType": "gs1:certificationInfo"})
+
+    assert with_certificate.headers["location"] == f"{PUBLIC_URL}/t/{entity.batch_code}#certificate"
+    assert linkset["linkset"][0][gs1_links.CERTIFICATION_INFO][0]["title"] == "认证信息：承诺达标合格证"
+    assert bare.status_code == 404  # nothing certifies it, at its level or the product's
+
+
 @pytest.mark.parametrize(
     "spelling",
     ["gs1:", "https://gs1.org/voc/", "http://gs1.org/voc/", "https://ref.gs1.org/voc/", "https://www.gs1.org/voc/"],

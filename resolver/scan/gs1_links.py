@@ -35,7 +35,8 @@ JSON_LD_CONTEXT: Final = "https://ref.gs1.org/standards/resolver/linkset-context
 JSON_LD_CONTEXT_REL: Final = "http://www.w3.org/ns/json-ld#context"
 LANGUAGE: Final = "zh"  # every target is in Chinese, so Accept-Language has nothing to choose between
 
-CERTIFICATIONS_SECTION: Final = "#certifications"  # the 认证 section of the consumer and product pages
+CERTIFICATIONS_SECTION: Final = "#certifications"  # the 认证与登记 section of the consumer and product pages
+CERTIFICATE_SECTION: Final = "#certificate"  # the consumer page's 检测与合格证 section
 BATCHES_SECTION: Final = "#batches"  # the product page's batches, recalled ones first
 
 TITLE_PAGE: Final = "产品追溯信息"
@@ -104,12 +105,13 @@ def code_links(public_url: str, code: str, document: Mapping[str, Any], *, today
         Link(TRACEABILITY, data, TITLE_DOCUMENT, JSON_MEDIA_TYPE),
     ]
     names = certification_names(document["certifications"], today=today)
+    section = CERTIFICATIONS_SECTION if names else CERTIFICATE_SECTION  # where the page shows the first of them
     if document.get("certificate"):
         names.append(CERTIFICATE_OF_CONFORMITY)
     if names:
         title = f"{TITLE_CERTIFICATIONS}：{'、'.join(names)}"
         links += [
-            Link(CERTIFICATION_INFO, page + CERTIFICATIONS_SECTION, title, HTML_MEDIA_TYPE),
+            Link(CERTIFICATION_INFO, page + section, title, HTML_MEDIA_TYPE),
             Link(CERTIFICATION_INFO, data, TITLE_CERTIFICATIONS_JSON, JSON_MEDIA_TYPE),
         ]
     links += [
