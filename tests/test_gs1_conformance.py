@@ -204,6 +204,17 @@ async def test_linkset_response_should_link_to_a_json_ld_context(
 
 
 @ON_EACH_LEVEL
+async def test_json_ld_requested_should_embed_the_context(service: Service, entity: Entity, level: Level) -> None:
+    linkset = await linkset_of(service, entity, level)
+
+    response = await service.client.get(entity.path(level), headers={"Accept": "application/ld+json"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/ld+json"
+    assert response.json() == {"@context": gs1_links.JSON_LD_CONTEXT, **linkset}
+
+
+@ON_EACH_LEVEL
 async def test_should_expose_the_linkset_in_a_link_header_even_when_redirecting(
     service: Service, entity: Entity, level: Level
 ) -> None:

@@ -232,6 +232,7 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
                     headers={"Accept": "application/json"})  # fmt: skip
     link = {"path": f"{gtin}/10/{body['lot']}"}
     await walk.call("GET", "/01/{path}", 200, path=link, params={"linkType": "linkset"})
+    await walk.call("GET", "/01/{path}", 200, path=link, headers={"Accept": "application/ld+json"})
     await walk.call("GET", "/01/{path}", 307, path=link)
     await walk.call("OPTIONS", "/01/{path}", 204, path=link)
     await walk.call("GET", "/p/{gtin}", 200, path={"gtin": gtin})

@@ -173,8 +173,10 @@ _PREFLIGHT: Final = {204: _answer("allowed methods and headers")}
 _DELETED: Final = {204: _answer("deleted")}
 _PAGE_OR_DOCUMENT: Final = {200: _answer("the page, or the document", (HTML, _STRING), (JSON, answers.CodeDocument))}
 _DIGITAL_LINK: Final = {
-    200: _answer("the RFC 9264 linkset of every known level (`linkType=linkset`, or Accept prefers JSON)",
-                 ("application/linkset+json", answers.Linkset), headers=_LINK_HEADERS),
+    200: _answer("the RFC 9264 linkset of every known level (`linkType=linkset`, or Accept prefers JSON); as JSON-LD, "
+                 "its context in the body, when Accept prefers `application/ld+json`",
+                 ("application/linkset+json", answers.Linkset), ("application/ld+json", {"type": "object"}),
+                 headers=_LINK_HEADERS),
     307: _answer("to the link of the asked type at the most specific known level (default: the product page, or the "
                  "consumer page of the batch or package)",
                  headers={"Location": {"schema": _STRING, "required": True}, **_LINK_HEADERS}),

@@ -8,7 +8,8 @@ up to the next level in the same request; an unknown GTIN is 404):
   `/t/{code}` of the batch or of the package code;
 - `linkType=linkset` (or `all`, its name in GS1 Digital Link 1.1), or an `Accept` header that prefers
   `application/linkset+json` or `application/json` to HTML: 200 with the RFC 9264 linkset of every level of the
-  request the resolver knows, most specific first, and a `Link` to its JSON-LD context;
+  request the resolver knows, most specific first, and a `Link` to its JSON-LD context (in the body too when
+  `Accept` prefers `application/ld+json`);
 - `linkType=gs1:...` (or the full vocabulary URI): 307 to that link at the most specific level that has one, the
   one whose media type `Accept` prefers; 404 when no level has one.
 A redirect passes the request's query string on, but for `linkType`, which was the resolver's to read. Every
@@ -61,6 +62,7 @@ BATCHES_SHOWN: Final = 50  # batches of each, recalled ones first, then the newe
 DESCRIPTION_MAX_AGE_S: Final = 86_400  # 1 day: the description changes only with a release
 PREFLIGHT_MAX_AGE_S: Final = 86_400
 MAX_REMEMBERED_ACCEPTS: Final = 256  # distinct Accept values whose linkset preference is remembered
+JSON_LD_MEDIA_TYPE: Final = "application/ld+json"
 RESOLVER_NAME: Final = "tracecode 农产品质量安全追溯 GS1 数字链接解析服务"
 
 _METHODS: Final = "GET, HEAD, OPTIONS"
@@ -80,11 +82,15 @@ _REDIRECT_HEADERS: Final = [(name.lower().encode(), value.encode()) for name, va
     (b"content-length", b"0"),
 ]
 _PATH_START: Final = len(f"/{GTIN_AI}/")
-_CONTEXT_LINK: Final = gs1_links.header_value(JSON_LD_CONTEXT, JSON_LD_CONTEXT_REL, media_type="application/ld+json")
+_CONTEXT_LINK: Final = gs1_links.header_value(JSON_LD_CONTEXT, JSON_LD_CONTEXT_REL, media_type=JSON_LD_MEDIA_TYPE)
 
 
 class LinksetResponse(ORJSONResponse):
     media_type = LINKSET_MEDIA_TYPE
+
+
+class JsonLdResponse(ORJSONResponse):
+    media_type = JSON_LD_MEDIA_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +109,10 @@ class DigitalLinkRoute:
     A default redirect, the common answer, is sent without Starlette's Request and Response objects.
     """
 
-    __slots__ = ("_wants_linkset",)
+    __slots__ = ("_linkset_types",)
 
     def __init__(self) -> None:
-        self._wants_linkset: dict[bytes | None, bool] = {}
+        self._linkset_types: dict[bytes | None, str | None] = {}
 
     def __repr__(self) -> str:
         return "DigitalLinkRoute()"
@@ -127,8 +133,8 @@ class DigitalLinkRoute:
         client = client_of(host_of(scope))
         _check_limit(state, client)
         raw, query = _raw_path(scope), scope["query_string"]
-        prefers_linkset = self._prefers_linkset(accept)
-        is_default = not query and not prefers_linkset
+        linkset_type = self._linkset_type(accept)
+        is_default = not query and linkset_type is None
         if is_default:
             kept = state.gs1.kept_answer(raw)
             if kept is not None:  # warm: the answer of a moment ago, still holding
@@ -138,7 +144,7 @@ class DigitalLinkRoute:
         public_url = state.settings.public_url
         anchor = public_url + _anchor_path(match)
         linkset_link = gs1_links.header_value(f"{anchor}?linkType={LINKSET}", LINKSET, media_type=LINKSET_MEDIA_TYPE)
-        if asked.link_type is None and not prefers_linkset:
+        if asked.link_type is None and linkset_type is None:
             headers = _redirect_headers(_with_query(public_url + _default_path(match), asked.passed_on), linkset_link)
             if is_default:
                 state.gs1.keep_answer(raw, match, headers)
@@ -148,7 +154,11 @@ class DigitalLinkRoute:
         if asked.link_type in (None, LINKSET):
             contexts = [await _context(state, match, level) for level in _levels(match)]
             linkset_headers = {**answer_headers, "Link": f"{linkset_link}, {_CONTEXT_LINK}"}
-            response = LinksetResponse(gs1_links.linkset(contexts), headers=linkset_headers)
+            body = gs1_links.linkset(contexts)
+            if linkset_type == JSON_LD_MEDIA_TYPE:  # the context in the body (resolver standard 2.10)
+                response: Response = JsonLdResponse({"@context": JSON_LD_CONTEXT, **body}, headers=linkset_headers)
+            else:
+                response = LinksetResponse(body, headers=linkset_headers)
             if scope["method"] == "HEAD":
                 response.body = b""  # the headers GET would send, content-length included
             await response(scope, receive, send)
@@ -161,21 +171,25 @@ class DigitalLinkRoute:
             )  # fmt: skip
         await _send_redirect(send, _redirect_headers(_with_query(target.href, asked.passed_on), linkset_link))
 
-    def _prefers_linkset(self, accept: bytes | None) -> bool:
-        """Whether the client names a JSON linkset (or plain JSON, GS1's recommendation) above HTML; remembered."""
-        wants = self._wants_linkset.get(accept)
-        if wants is None:
-            wants = wants_linkset(media_ranges(accept))
-            if len(self._wants_linkset) >= MAX_REMEMBERED_ACCEPTS:
-                del self._wants_linkset[next(iter(self._wants_linkset))]
-            self._wants_linkset[accept] = wants
-        return wants
+    def _linkset_type(self, accept: bytes | None) -> str | None:
+        """The linkset's media type the client names above HTML (None: it does not); remembered per header."""
+        if accept in self._linkset_types:
+            return self._linkset_types[accept]
+        linkset_type = preferred_linkset_type(media_ranges(accept))
+        if len(self._linkset_types) >= MAX_REMEMBERED_ACCEPTS:
+            del self._linkset_types[next(iter(self._linkset_types))]
+        self._linkset_types[accept] = linkset_type
+        return linkset_type
 
 
-def wants_linkset(ranges: Sequence[MediaRange]) -> bool:
-    """Whether `ranges` name a JSON linkset (or plain JSON) explicitly, above HTML."""
+def preferred_linkset_type(ranges: Sequence[MediaRange]) -> str | None:
+    """`application/linkset+json` when `ranges` name it or plain JSON (GS1's recommendation) explicitly above HTML,
+    `application/ld+json` when they name JSON-LD above those; None when HTML comes first (a redirect)."""
     json_q = max(quality(ranges, LINKSET_MEDIA_TYPE, explicit=True), quality(ranges, JSON_MEDIA_TYPE, explicit=True))
-    return json_q > quality(ranges, HTML_MEDIA_TYPE)
+    json_ld_q = quality(ranges, JSON_LD_MEDIA_TYPE, explicit=True)
+    if max(json_q, json_ld_q) <= quality(ranges, HTML_MEDIA_TYPE):
+        return None
+    return JSON_LD_MEDIA_TYPE if json_ld_q > json_q else LINKSET_MEDIA_TYPE
 
 
 def _check_limit(state: Worker, client: str) -> None:
@@ -246,7 +260,7 @@ def _problem_response(problem: Problem, accept: bytes | None, method: str) -> Re
     """The problem with the CORS headers: as the Chinese error page to a browser, as problem details otherwise."""
     problem.headers = {**CORS_HEADERS, **(problem.headers or {})}
     ranges = media_ranges(accept)
-    if quality(ranges, HTML_MEDIA_TYPE, explicit=True) > 0 and not wants_linkset(ranges):
+    if quality(ranges, HTML_MEDIA_TYPE, explicit=True) > 0 and preferred_linkset_type(ranges) is None:
         response: Response = PageResponse(pages.render_problem(problem), problem.status, problem.headers)
     else:
         response = problem.to_response()
