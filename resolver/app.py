@@ -33,6 +33,7 @@ from resolver.ops.settings import Settings
 from resolver.ops.tasks import Background
 from resolver.scan import gs1, resolve
 from resolver.scan.changes import ChangeFeed
+from resolver.scan.gs1_index import DigitalLinkIndex
 from resolver.scan.ranges import IssuedRanges
 from resolver.scan.ratelimit import Limiter
 from resolver.scan.scans import ScanCounter
@@ -134,6 +135,7 @@ def build_worker(settings: Settings, app_metrics: metrics.Metrics, pool: asyncpg
         gate_groups=gate.GroupCommit(pool),
         label_slots=asyncio.Semaphore(labels.MAX_CONCURRENT_ISSUES),
         market_regions={},
+        gs1=DigitalLinkIndex(pool, local, ranges),
     )
 
 
@@ -186,13 +188,13 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             # The scan routes next: the router tries each route in turn, and these are most of the traffic.
             Route("/t/{code:path}", resolve.ScanRoute(is_page=True), methods=["GET"], name="code_page"),
             Route("/api/v1/codes/{code:path}", resolve.ScanRoute(is_page=False), methods=["GET"], name="code_document"),
+            *gs1.ROUTES,  # GS1 Digital Links: the scans of labels that carry them
             Route("/healthz", healthz),
             Route("/metrics", app_metrics.endpoint),
             *registry.ROUTES,
             *gate.ROUTES,
             *recall.ROUTES,
             *labels.ROUTES,
-            *gs1.ROUTES,
             *hooks.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,

@@ -221,3 +221,64 @@ RETURNING recalled_at
 """
 
 REVOKE_TOKEN = "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id"
+
+# GS1 Digital Link (resolver.scan.gs1_index): whether a product carries GTIN $1, with its newest batch; the batch
+# registered last with GTIN $1 and lot $2 (should products of several producers share a GTIN, the newest batch
+# wins), joining on producer_id as well so that the batches (producer_id, created_at) index serves it; a batch by
+# its trace code.
+# Each with the batch's document version, which the index holds its entry against.
+_BATCH_VERSION = "coalesce((SELECT v.version FROM document_versions v WHERE v.batch_id = b.id), 0) AS version"
+GS1_GTIN = f"""
+SELECT EXISTS (SELECT 1 FROM products WHERE gtin = $1) AS is_known, b.id AS batch_id, {_BATCH_VERSION}
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (
+        SELECT b.id FROM products pd JOIN batches b ON b.producer_id = pd.producer_id AND b.product_id = pd.id
+         WHERE pd.gtin = $1
+         ORDER BY b.created_at DESC, b.id DESC
+         LIMIT 1) AS b ON true
+"""
+GS1_LOT_BATCH = f"""
+SELECT b.id AS batch_id, b.trace_code, {_BATCH_VERSION}
+  FROM products pd
+  JOIN batches b ON b.producer_id = pd.producer_id AND b.product_id = pd.id
+ WHERE pd.gtin = $1 AND b.lot = $2
+ ORDER BY b.created_at DESC, b.id DESC
+ LIMIT 1
+"""
+GS1_BATCH_BY_CODE = f"""
+SELECT b.id AS batch_id, pd.gtin, b.lot, {_BATCH_VERSION}
+  FROM batches b JOIN products pd ON pd.id = b.product_id
+ WHERE b.trace_code = $1
+"""
+
+# The products that carry GTIN $1 (the GTIN level of a Digital Link, resolver.scan.gs1), newest first, at most $4:
+# each with its producer, the certifications valid on $2 and its latest $3 batches, recalled ones first, each with
+# its status on $2 (as resolver.scan.documents.status_of tells it).
+GS1_PRODUCTS = """
+SELECT pd.name AS product_name, pd.category, p.name AS producer_name, p.credit_code, p.kind AS producer_kind,
+       p.contact, county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_until', c.valid_to)
+                                  ORDER BY c.kind, c.number), '[]'::jsonb)
+          FROM certifications c
+         WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id) AND c.valid_to >= $2
+       ) AS certifications,
+       (SELECT count(*) FROM batches b WHERE b.product_id = pd.id AND b.status = 'recalled') AS recalled,
+       (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.status = 'recalled' DESC, x.created_at DESC), '[]'::jsonb)
+          FROM (SELECT b.trace_code, b.lot, b.produced_on,
+                       CASE WHEN b.status = 'recalled' THEN 'recalled' WHEN b.expires_on < $2 THEN 'expired'
+                            ELSE 'active' END AS status, b.expires_on, b.recall_reason, b.recalled_at,
+                       b.created_at
+                  FROM batches b
+                 WHERE b.product_id = pd.id
+                 ORDER BY b.status = 'recalled' DESC, b.created_at DESC
+                 LIMIT $3) x
+       ) AS batches
+  FROM products pd
+  JOIN producers p ON p.id = pd.producer_id
+  JOIN regions county ON county.code = p.region_code
+  LEFT JOIN regions prefecture ON prefecture.code = county.prefecture_code
+  JOIN regions province ON province.code = county.province_code
+ WHERE pd.gtin = $1
+ ORDER BY pd.created_at DESC
+ LIMIT $4
+"""

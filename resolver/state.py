@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the modules below read the Worker through this one: names f
     from resolver.ops.metrics import Metrics
     from resolver.ops.settings import Settings
     from resolver.ops.tasks import Background
+    from resolver.scan.gs1_index import DigitalLinkIndex
     from resolver.scan.ranges import IssuedRanges
     from resolver.scan.ratelimit import Limiter
     from resolver.scan.resolve import Resolver
@@ -50,6 +51,7 @@ class Worker:
     limiter: Limiter  # malformed and unknown lookups per client
     ranges: IssuedRanges  # package code ranges of this worker's scans
     resolver: Resolver
+    gs1: DigitalLinkIndex  # the entities GS1 Digital Links name, in memory (resolver.scan.gs1_index)
     token_cache: TokenCache  # tokens checked lately, dropped when revoked (its listener among `background`)
     gate_vouchers: VoucherSupply  # market entry voucher codes reserved ahead of the gate scans
     gate_groups: GroupCommit  # gate scans sent to Postgres in groups

@@ -42,7 +42,7 @@ PRODUCER_CREDIT_CODE = "93630121MA7H8Q2K1C"
 MAX_EXAMPLES = 10  # per operation, in the fuzzing phase; the examples and coverage phases add their own
 PATH, BODY = ParameterLocation.PATH, ParameterLocation.BODY
 MAX_SEEDED_LABELS = 1_000  # labels issued for the seeded batch in one generated request, at most
-PAGE_ROUTES = {"/t/{code}", "/regions/{code}", "/01/{gtin}/10/{lot}"}  # a browser gets their errors as HTML
+PAGE_ROUTES = {"/t/{code}", "/regions/{code}", "/01/{path}", "/p/{gtin}"}  # a browser gets their errors as HTML
 
 
 # --- the description names every route ----------------------------------------------------------
@@ -232,10 +232,12 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]}, headers={"Accept": "text/html"})
     await walk.call("GET", "/t/{code}", 200, path={"code": batch["trace_code"]},
                     headers={"Accept": "application/json"})  # fmt: skip
-    link = {"gtin": gtin, "lot": body["lot"]}
-    await walk.call("GET", "/01/{gtin}/10/{lot}", 200, path=link, params={"linkType": "linkset"})
-    await walk.call("GET", "/01/{gtin}/10/{lot}", 307, path=link)
-    await walk.call("OPTIONS", "/01/{gtin}/10/{lot}", 204, path=link)
+    link = {"path": f"{gtin}/10/{body['lot']}"}
+    await walk.call("GET", "/01/{path}", 200, path=link, params={"linkType": "linkset"})
+    await walk.call("GET", "/01/{path}", 200, path=link, headers={"Accept": "application/ld+json"})
+    await walk.call("GET", "/01/{path}", 307, path=link)
+    await walk.call("OPTIONS", "/01/{path}", 204, path=link)
+    await walk.call("GET", "/p/{gtin}", 200, path={"gtin": gtin})
 
     # a market's gate, a trade
     market = await walk.call("POST", "/api/v1/markets", 201, json={"name": "海湖批发市场", "region_code": "630103"})

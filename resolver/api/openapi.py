@@ -138,11 +138,14 @@ _REGION_FILTER = _query("region", "only records of this region and those under i
                         {"type": "string", "pattern": "^([0-9]{6})?$"})  # fmt: skip
 _CREDIT_FILTER = _query("credit_code", "only this producer (empty: any)", _STRING)
 _PAGE = _limit(catalog.PAGE_DEFAULT, catalog.PAGE_MAX)
-_PREFLIGHT_PARAMETERS: Final = (_path("gtin", "anything: a preflight is answered alike"),
-                                _path("lot", "anything: a preflight is answered alike"))  # fmt: skip
+_PREFLIGHT_PARAMETERS: Final = (_path("path", "anything: a preflight is answered alike"),)
 _GS1_PARAMETERS: Final = (
-    _path("gtin", "GTIN-8, -12, -13 or -14 (AI 01)", {"type": "string", "pattern": "^[0-9]{8,14}$"}),
-    _path("lot", "batch or lot number (AI 10), 1 to 20 GS1 characters, percent-encoded"),
+    _path(
+        "path",
+        "the GTIN (AI 01: 8, 12, 13 or 14 digits), then in this order and each at most once `/22/{variant}`, "
+        "`/10/{lot}`, `/21/{serial}` (a package code), or `/235/{serial}` alone: 1 to 20 (235: 28) GS1 set 82 "
+        "characters, percent-encoded",
+    ),
     _query("linkType", "`linkset`, `all`, or a GS1 link type (`gs1:pip`, ...)", _STRING),
 )
 _DATE_RANGE: Final = {
@@ -165,14 +168,17 @@ _CSV_BODY: Final = {
     "content": {"text/csv": {"schema": _STRING}},
 }
 
-_LINK_HEADERS: Final = {"Link": {"schema": _STRING, "description": "RFC 8288 links of the batch and its linkset"}}
+_LINK_HEADERS: Final = {"Link": {"schema": _STRING, "description": "RFC 8288 link to the linkset (and context)"}}
 _PREFLIGHT: Final = {204: _answer("allowed methods and headers")}
 _DELETED: Final = {204: _answer("deleted")}
 _PAGE_OR_DOCUMENT: Final = {200: _answer("the page, or the document", (HTML, _STRING), (JSON, answers.CodeDocument))}
 _DIGITAL_LINK: Final = {
-    200: _answer("the RFC 9264 linkset (`linkType=linkset`, or Accept prefers JSON)",
-                 ("application/linkset+json", answers.Linkset), headers=_LINK_HEADERS),
-    307: _answer("to the link of the asked type (default: the consumer page)",
+    200: _answer("the RFC 9264 linkset of every known level (`linkType=linkset`, or Accept prefers JSON); as JSON-LD, "
+                 "its context in the body, when Accept prefers `application/ld+json`",
+                 ("application/linkset+json", answers.Linkset), ("application/ld+json", {"type": "object"}),
+                 headers=_LINK_HEADERS),
+    307: _answer("to the link of the asked type at the most specific known level (default: the product page, or the "
+                 "consumer page of the batch or package)",
                  headers={"Location": {"schema": _STRING, "required": True}, **_LINK_HEADERS}),
 }  # fmt: skip
 _EXPORT: Final = {
@@ -244,11 +250,16 @@ OPERATIONS: Final = (
     Operation("GET", "/api/v1/codes/{code}", "code_document",
       "The JSON document of a code, with its chain and scan statistics",
       "resolve", {200: _json("the document", answers.CodeDocument)}, problems=(400, 404, 429), parameters=[_CODE]),
-    Operation("GET", "/01/{gtin}/10/{lot}", "digital_link",
-      "GS1 Digital Link: 307 to a link of the batch, or its linkset",
-      "resolve", _DIGITAL_LINK, problems=(400, 404), parameters=_GS1_PARAMETERS, html_errors=True),
-    Operation("OPTIONS", "/01/{gtin}/10/{lot}", "digital_link_preflight", "CORS preflight", "resolve", _PREFLIGHT,
+    Operation("GET", "/01/{path}", "digital_link",
+      "GS1 Digital Link of a product, batch or package: 307 to one of its links, or its linkset",
+      "resolve", _DIGITAL_LINK, problems=(400, 404, 429), parameters=_GS1_PARAMETERS, html_errors=True),
+    Operation("OPTIONS", "/01/{path}", "digital_link_preflight", "CORS preflight", "resolve", _PREFLIGHT,
       parameters=_PREFLIGHT_PARAMETERS, uses_store=False),
+    Operation("GET", "/p/{gtin}", "product_page",
+      "The product page of a GTIN (HTML): producer, certifications, batches with recalled ones first", "resolve",
+      {200: _answer("the page", (HTML, _STRING))}, problems=(400, 404),
+      parameters=[_path("gtin", "GTIN-8, -12, -13 or -14", {"type": "string", "pattern": "^[0-9]{8,14}$"})],
+      html_errors=True),
     Operation("GET", "/.well-known/gs1resolver", "gs1_resolver_description", "The GS1-Conformant resolver description",
       "resolve", {200: _json("the description", answers.ResolverDescription)}, uses_store=False),
     Operation("OPTIONS", "/.well-known/gs1resolver", "gs1_resolver_description_preflight", "CORS preflight", "resolve",

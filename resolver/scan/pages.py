@@ -41,6 +41,7 @@ _env = jinja2.Environment(
 _env.filters["datetime"] = _datetime
 _code_page = _env.get_template("code.html")
 _problem_page = _env.get_template("problem.html")
+_product_page = _env.get_template("product.html")
 
 
 SCANS_MARKER = "<!--tracecode:scans-->"
@@ -102,4 +103,14 @@ _TYPE_LABELS = {code_type: code_type.label.encode() for code_type in CodeType}
 def render_problem(problem: Problem) -> str:
     return _problem_page.render(
         title=problem.title, detail=problem.detail or problem.title, code=problem.code, status=problem.status
+    )
+
+
+STATUS_LABELS = {"active": "正常", "expired": "已过保质期", "recalled": "已召回"}
+
+
+def render_product(gtin: str, products: list[dict[str, Any]]) -> str:
+    """The product page of a GTIN: each product carrying it (resolver.scan.gs1), its batches recalled ones first."""
+    return _product_page.render(
+        gtin=gtin, products=products, cert_labels=CERTIFICATION_LABELS, status_labels=STATUS_LABELS
     )

@@ -117,6 +117,14 @@ class Resolver:
             scans = await self._postgres_call(self.counter.current(slot))
         return entry, self.counter.count(slot, doc_key, place, scans)
 
+    async def document(self, batch_code: str) -> Entry:
+        """The cached entry of a batch code's document from the same tiers, counting no scan (the GS1 linkset
+        reads it); Problem 404 if never issued, 503 if Postgres is needed and away."""
+        entry = self._local.get(batch_code)
+        if entry is not None:
+            return entry
+        return await self._entry(batch_code, batch_code, await self._cache.fetch(batch_code, None))
+
     async def _place(self, code: str) -> tuple[str, ScanSlot]:
         """Where a code's document (its key) and scan counters are kept; Problem 404 for a package code in no
         issued range."""
