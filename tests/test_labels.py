@@ -276,9 +276,6 @@ async def test_digital_link_lot_level_resolves_to_the_batch(service: Service) ->
     assert response.headers["location"].endswith(f"/t/{created['trace_code']}")
 
 
-@pytest.mark.xfail(
-    strict=False, reason="the serial level /01/{gtin}/10/{lot}/21/{serial} is the GS1 routes' part of issue 13"
-)
 async def test_digital_link_uri_of_a_label_resolves_to_its_package(service: Service) -> None:
     suffix = secrets.token_hex(3)
     created = await _gtin_batch(service, f"L/{suffix}")
