@@ -210,6 +210,9 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     await walk.call("GET", "/api/v1/certifications", 200, params={"credit_code": credit_code})
     await walk.call("GET", "/api/v1/certifications/{id}", 200, path=by_id)
     await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json={"valid_to": "2029-12-31"})
+    suspend = {"status": "suspended", "status_reason": "抽检不合格"}
+    await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json=suspend)
+    await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json={"status": "valid"})
     csv = {"Content-Type": "text/csv"}
     rows = f"credit_code,name,kind,region_code,contact\r\n{random_credit_code()},导入合作社,cooperative,630121,\r\n"
     await walk.call("POST", "/api/v1/imports/producers", 200, content=rows.encode(), headers=csv)

@@ -141,6 +141,10 @@ class Certification(Answer):
     number: str
     valid_from: dt.date
     valid_to: dt.date
+    status: Literal["valid", "suspended", "revoked", "expired"]
+    status_label: str
+    status_reason: str | None
+    status_changed_at: dt.datetime | None
     producer: CertifiedProducer
     product: CertifiedProduct | None
     created_at: dt.datetime
