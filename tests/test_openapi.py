@@ -265,6 +265,12 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     for code in (credit_code, random_credit_code()):  # registered, and not
         await walk.call("GET", "/api/v1/eligibility/{credit_code}", 200, path={"credit_code": code})
     await walk.call("GET", "/api/v1/certifications/unlisted", 200, params={"region": "630121"})
+    await walk.call(
+        "GET",
+        "/api/v1/certifications/precheck",
+        200,
+        params={"credit_code": credit_code, "product_id": str(created.json()["id"])},
+    )
     period = {"region": "630121", "from": (today - dt.timedelta(days=1)).isoformat(), "to": today.isoformat()}
     for export_format in EXPORT_FORMATS:
         await walk.call("GET", "/api/v1/exports/batches", 200, params={**period, "format": export_format})

@@ -464,6 +464,17 @@ class UnlistedPage(Answer):
     next_after: int | None
 
 
+class Precheck(Answer):
+    credit_code: str
+    product_id: int
+    eligible: bool
+    reasons: list[Reason]
+    product_name: str | None  # the producer's own product only
+    last_issued_at: dt.datetime | None
+    traced_window_months: int
+    as_of: dt.datetime
+
+
 class Eligible(Answer):
     brand: bool
     fair: bool

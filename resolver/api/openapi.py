@@ -333,6 +333,13 @@ OPERATIONS: Final = (
       "Certified products in force with no traced batch (admin, regulator)", "hooks",
       {200: _json("a page", answers.UnlistedPage)}, roles=ADMIN_REGULATOR, problems=(404, 422),
       parameters=[_REGION_QUERY, _AFTER, _limit(hooks.UNLISTED_PAGE_DEFAULT, hooks.UNLISTED_PAGE_MAX)]),
+    Operation("GET", "/api/v1/certifications/precheck", "precheck_certification",
+      "Whether a producer may apply for or renew a certification of a product: registered, its own, traced "
+      "(admin, regulator of the producer's region, the producer)", "hooks",
+      {200: _json("the answer", answers.Precheck)}, roles=REGISTRY_READERS, problems=(422,),
+      parameters=[_query("credit_code", "the applicant", _STRING, required=True),
+                  _query("product_id", "the product applied for", {"type": "integer", "minimum": 1},
+                         required=True)]),
     Operation("GET", "/api/v1/regions/{code}/coverage", "region_coverage",
       "Registered and traced producers of a region against the 80 % line", "hooks",
       {200: _json("the coverage", answers.Coverage)}, problems=(404, 422),
