@@ -22,7 +22,7 @@ from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from codegen import kernels
 from resolver import db, queries
-from resolver.api import catalog, export, gate, hooks, imports, labels, openapi, recall, registry
+from resolver.api import catalog, export, gate, hooks, imports, labels, openapi, precheck, recall, registry
 from resolver.api.auth import TokenCache
 from resolver.api.issuer import CodeIssuer
 from resolver.console import regions
@@ -196,6 +196,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *recall.ROUTES,
             *labels.ROUTES,
             *hooks.ROUTES,
+            *precheck.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,
             *export.ROUTES,

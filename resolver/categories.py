@@ -54,3 +54,4 @@ PRODUCER_KIND_LABELS = {
     "individual": "个体",
 }
 CERTIFICATION_LABELS = {"green": "绿色食品", "organic": "有机农产品", "gi": "农产品地理标志"}
+CERTIFICATION_STATUS_LABELS = {"valid": "有效", "suspended": "暂停", "revoked": "撤销", "expired": "过期"}

@@ -35,7 +35,9 @@ _DOCUMENT_COLUMNS = """
                                    'valid_until', c.valid_to)
                 ORDER BY c.kind, c.number), '[]'::jsonb)
        FROM certifications c
-      WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id)) AS certifications
+      WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id)
+        -- a suspended or revoked certification is no certification to a consumer (0011_certification_status)
+        AND c.status = 'valid') AS certifications
 """
 _DOCUMENT_JOINS = """
     JOIN products pd ON pd.id = b.product_id
@@ -252,15 +254,16 @@ SELECT b.id AS batch_id, pd.gtin, b.lot, {_BATCH_VERSION}
 """
 
 # The products that carry GTIN $1 (the GTIN level of a Digital Link, resolver.scan.gs1), newest first, at most $4:
-# each with its producer, the certifications valid on $2 and its latest $3 batches, recalled ones first, each with
-# its status on $2 (as resolver.scan.documents.status_of tells it).
+# each with its producer, the certifications valid on $2 (status valid: neither suspended nor revoked) and its
+# latest $3 batches, recalled ones first, each with its status on $2 (as resolver.scan.documents.status_of tells it).
 GS1_PRODUCTS = """
 SELECT pd.name AS product_name, pd.category, p.name AS producer_name, p.credit_code, p.kind AS producer_kind,
        p.contact, county.name AS county_name, prefecture.name AS prefecture_name, province.name AS province_name,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_until', c.valid_to)
                                   ORDER BY c.kind, c.number), '[]'::jsonb)
           FROM certifications c
-         WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id) AND c.valid_to >= $2
+         WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id) AND c.status = 'valid'
+           AND c.valid_to >= $2
        ) AS certifications,
        (SELECT count(*) FROM batches b WHERE b.product_id = pd.id AND b.status = 'recalled') AS recalled,
        (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.status = 'recalled' DESC, x.created_at DESC), '[]'::jsonb)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -253,6 +254,149 @@ async def test_certification_lifecycle(service: Service) -> None:
     assert producer_wide.status_code == 200 and producer_wide.json()["product"] is None
     assert [c["id"] for c in listed.json()["items"]] == [certification_id]
     assert deleted.status_code == 204 and gone.status_code == 404
+
+
+async def _set_status(service: Service, certification_id: int, headers: dict[str, str], **body: Any) -> Any:
+    return await service.client.patch(f"/api/v1/certifications/{certification_id}", json=body, headers=headers)
+
+
+async def test_certification_status_is_the_regulators_to_change(service: Service) -> None:
+    credit_code = await register_producer(service, region=DELINGHA)
+    created = await service.client.post(
+        "/api/v1/certifications", json=_certification(credit_code), headers=service.admin_headers
+    )
+    certification_id = created.json()["id"]
+    haixi = await _token(service, "regulator", HAIXI)
+
+    by_producer = await _set_status(
+        service, certification_id, await _token(service, "producer", credit_code), status="suspended"
+    )
+    by_other_region = await _set_status(
+        service, certification_id, await _token(service, "regulator", "630100"), status="suspended"
+    )
+    by_region = await _set_status(service, certification_id, haixi, status="suspended", status_reason="抽检不合格")
+    stored = await service.client.get(f"/api/v1/certifications/{certification_id}", headers=haixi)
+
+    assert created.json()["status"] == "valid" and created.json()["status_label"] == "有效"
+    assert by_producer.status_code == 403 and by_producer.json()["code"] == "forbidden"
+    assert by_other_region.status_code == 403 and by_other_region.json()["code"] == "forbidden"
+    assert by_region.status_code == 200, by_region.text
+    assert stored.json()["status"] == "suspended" and stored.json()["status_label"] == "暂停"
+    assert stored.json()["status_reason"] == "抽检不合格" and stored.json()["status_changed_at"] is not None
+
+
+async def test_certification_state_transitions(service: Service) -> None:
+    credit_code = await register_producer(service, region=DELINGHA)
+    created = await service.client.post(
+        "/api/v1/certifications", json=_certification(credit_code), headers=service.admin_headers
+    )
+    certification_id = created.json()["id"]
+    admin = service.admin_headers
+
+    steps = [
+        await _set_status(service, certification_id, admin, status="suspended", status_reason="整改期间"),
+        await _set_status(service, certification_id, admin, valid_to="2029-02-28"),  # a renewal keeps the state
+        await _set_status(service, certification_id, admin, status="valid"),  # the suspension lifted
+        await _set_status(service, certification_id, admin, status="revoked", status_reason="冒用标志"),
+        await _set_status(service, certification_id, admin, status="revoked"),  # once more: nothing changes
+    ]
+    reinstated = await _set_status(service, certification_id, admin, status="valid")
+    suspended = await _set_status(service, certification_id, admin, status="suspended")
+
+    assert [r.status_code for r in steps] == [200] * 5
+    assert [(r.json()["status"], r.json()["status_reason"]) for r in steps] == [
+        ("suspended", "整改期间"), ("suspended", "整改期间"), ("valid", None), ("revoked", "冒用标志"),
+        ("revoked", "冒用标志"),
+    ]  # fmt: skip
+    assert steps[1].json()["valid_to"] == "2029-02-28"
+    assert reinstated.status_code == 409 and reinstated.json()["code"] == "certification_revoked"
+    assert suspended.status_code == 409 and suspended.json()["code"] == "certification_revoked"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"status": "expired"}, "status", id="expired-is-derived"),
+        pytest.param({"status": "cancelled"}, "status", id="unknown"),
+        pytest.param({"status": None, "status_reason": "x"}, "(body)", id="reason-without-status"),
+        pytest.param({"status_reason": "原因"}, "(body)", id="reason-alone"),
+        pytest.param({"status": "suspended", "status_reason": "x" * 501}, "status_reason", id="long-reason"),
+        pytest.param({"status": "suspended", "status_reason": " "}, "status_reason", id="blank-reason"),
+        pytest.param({"status": 1}, "status", id="not-text"),
+    ],
+)
+async def test_certification_status_is_validated(service: Service, body: dict[str, Any], field: str) -> None:
+    credit_code = await register_producer(service, region=DELINGHA)
+    created = await service.client.post(
+        "/api/v1/certifications", json=_certification(credit_code), headers=service.admin_headers
+    )
+
+    response = await _set_status(service, created.json()["id"], service.admin_headers, **body)
+    stored = await service.client.get(f"/api/v1/certifications/{created.json()['id']}", headers=service.admin_headers)
+
+    assert response.status_code == 422, response.text
+    assert {e["field"] or "(body)" for e in response.json()["errors"]} == {field}
+    assert stored.json()["status"] == "valid"
+
+
+async def test_expired_is_derived_from_valid_to(service: Service) -> None:
+    credit_code = await register_producer(service, region=DELINGHA)
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    created = await service.client.post(
+        "/api/v1/certifications",
+        json=_certification(credit_code, valid_from="2020-01-01", valid_to=yesterday.isoformat()),
+        headers=service.admin_headers,
+    )
+
+    renewed = await _set_status(service, created.json()["id"], service.admin_headers, valid_to="2030-12-31")
+
+    assert created.json()["status"] == "expired" and created.json()["status_label"] == "过期"
+    assert renewed.json()["status"] == "valid"
+
+
+def _numbers(document: dict[str, Any]) -> list[str]:
+    return [c["number"] for c in document["certifications"]]
+
+
+async def test_a_suspended_certification_leaves_the_cached_document_at_once(service: Service) -> None:
+    trace_code = (await register_batch(service))["trace_code"]
+    credit_code = (await service.client.get(f"/api/v1/codes/{trace_code}")).json()["producer"]["credit_code"]
+    body = _certification(credit_code, product={"name": "大通牦牛肉", "category": "yak"})
+    created = await service.client.post("/api/v1/certifications", json=body, headers=service.admin_headers)
+    shown = (await service.client.get(f"/api/v1/codes/{trace_code}")).json()  # cached now
+    page_before = (await service.client.get(f"/t/{trace_code}")).text
+
+    await _set_status(service, created.json()["id"], service.admin_headers, status="suspended")
+    hidden = (await service.client.get(f"/api/v1/codes/{trace_code}")).json()
+    page_after = (await service.client.get(f"/t/{trace_code}")).text
+    await _set_status(service, created.json()["id"], service.admin_headers, status="valid")
+    again = (await service.client.get(f"/api/v1/codes/{trace_code}")).json()
+
+    assert _numbers(shown) == [body["number"]] and body["number"] in page_before
+    assert _numbers(hidden) == [] and body["number"] not in page_after
+    assert _numbers(again) == [body["number"]]
+
+
+async def test_a_certification_revoked_elsewhere_reaches_another_workers_cached_document_within_a_second(
+    service: Service, second_service: Service
+) -> None:
+    trace_code = (await register_batch(service))["trace_code"]
+    credit_code = (await service.client.get(f"/api/v1/codes/{trace_code}")).json()["producer"]["credit_code"]
+    body = _certification(credit_code, product={"name": "大通牦牛肉", "category": "yak"})
+    created = await service.client.post("/api/v1/certifications", json=body, headers=service.admin_headers)
+    assert _numbers((await second_service.client.get(f"/api/v1/codes/{trace_code}")).json()) == [body["number"]]
+
+    revoked = await _set_status(service, created.json()["id"], service.admin_headers, status="revoked")
+    returned_at = time.monotonic()
+    seen: list[tuple[float, list[str]]] = []
+    while time.monotonic() - returned_at < 1.5:
+        document = (await second_service.client.get(f"/api/v1/codes/{trace_code}")).json()
+        seen.append((time.monotonic() - returned_at, _numbers(document)))
+
+    assert revoked.status_code == 200
+    last_shown = max((at for at, numbers in seen if numbers), default=0.0)
+    assert last_shown < 1.0, f"the other worker still showed the revoked certification {last_shown:.3f} s after"
+    assert seen[-1][1] == []
 
 
 @pytest.mark.parametrize(

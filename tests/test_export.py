@@ -152,6 +152,29 @@ async def test_national_export_has_the_batch_and_its_events(service: Service) ->
     assert events[4]["recallReason"] == "农药残留超标"
 
 
+async def test_national_export_lists_only_valid_certifications(service: Service) -> None:
+    credit_code = await register_producer(service, region=REGION)
+    code = (await register_batch(service, credit_code))["trace_code"]
+    numbers = {}
+    for kind, status in (("green", None), ("organic", "suspended"), ("gi", "revoked")):
+        body = {"kind": kind, "number": f"EX-{secrets.token_hex(5)}", "credit_code": credit_code, "product": None,
+                "valid_from": "2025-01-01", "valid_to": "2030-12-31"}  # fmt: skip
+        created = await service.client.post("/api/v1/certifications", json=body, headers=service.admin_headers)
+        numbers[kind] = body["number"]
+        if status is not None:
+            changed = await service.client.patch(
+                f"/api/v1/certifications/{created.json()['id']}", json={"status": status},
+                headers=service.admin_headers,
+            )  # fmt: skip
+            assert changed.status_code == 200, changed.text
+
+    response = await service.client.get("/api/v1/exports/batches", params=_period(), headers=service.admin_headers)
+
+    lines = [orjson.loads(line) for line in response.content.splitlines()]
+    (batch,) = [r for r in lines if r["recordType"] == "batch" and r["traceCode"] == code]
+    assert [c["certificationNumber"] for c in batch["qualityCertifications"]] == [numbers["green"]]
+
+
 async def test_epcis_export_validates_and_maps_each_event(service: Service) -> None:
     code = await _batch_with_a_full_chain(service)
 

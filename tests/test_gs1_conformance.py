@@ -324,6 +324,29 @@ async def test_certification_info_redirects_to_the_certifications_of_a_certified
     assert response.headers["location"] == certified.default_target(level) + "#certifications"
 
 
+async def test_a_product_whose_only_certification_is_revoked_has_no_certification_info(
+    service: Service, pg: asyncpg.Connection
+) -> None:
+    revoked = await make_entity(service)
+    await certify(pg, revoked.credit_code)
+    certification_id = await pg.fetchval(
+        "SELECT c.id FROM certifications c JOIN producers p ON p.id = c.producer_id WHERE p.credit_code = $1",
+        revoked.credit_code,
+    )
+    before = await service.client.get(revoked.path("gtin"), params={"linkType": "gs1:certificationInfo"})
+    changed = await service.client.patch(
+        f"/api/v1/certifications/{certification_id}", json={"status": "revoked"}, headers=service.admin_headers
+    )
+
+    response = await service.client.get(revoked.path("gtin"), params={"linkType": "gs1:certificationInfo"})
+    linkset = (await service.client.get(revoked.path("gtin"), params={"linkType": "linkset"})).json()
+
+    assert before.status_code == 307  # answered while the certification was valid, then revoked
+    assert changed.status_code == 200 and changed.json()["status"] == "revoked"
+    assert response.status_code == 404
+    assert gs1_links.CERTIFICATION_INFO not in linkset["linkset"][0]
+
+
 async def test_an_uncertified_product_has_no_certification_info(service: Service, entity: Entity) -> None:
     response = await service.client.get(entity.path("gtin"), params={"linkType": "gs1:certificationInfo"})
 

@@ -329,6 +329,28 @@ async def test_unlisted_is_for_the_regions_regulator(
 # --- eligibility ---------------------------------------------------------------------------------
 
 
+async def test_only_valid_certifications_count_in_the_hooks(own_service: Service) -> None:
+    never = await register_producer(own_service, region=MENYUAN)
+    counted = await _certify(own_service, never, YAK)
+    suspended = await _certify(own_service, never, YAK, kind="organic")
+    revoked = await _certify(own_service, never, None, kind="gi")
+    for certification_id, status in ((suspended, "suspended"), (revoked, "revoked")):
+        changed = await own_service.client.patch(
+            f"/api/v1/certifications/{certification_id}", json={"status": status}, headers=own_service.admin_headers
+        )
+        assert changed.status_code == 200, changed.text
+
+    unlisted = await own_service.client.get(
+        f"/api/v1/certifications/unlisted?region={MENYUAN}", headers=own_service.admin_headers
+    )
+    counts = await hooks.unlisted_counts(app_worker(own_service.app).pool, MENYUAN)
+    eligibility = await own_service.client.get(f"/api/v1/eligibility/{never}")
+
+    assert [item["id"] for item in unlisted.json()["items"]] == [counted]
+    assert counts == {MENYUAN: 1}
+    assert [c["kind"] for c in eligibility.json()["certifications"]] == ["green"]
+
+
 async def test_eligibility_of_a_traced_producer(own_service: Service) -> None:
     (credit_code,) = await _producers(own_service, MENYUAN, traced=1, untraced=0)
     await _certify(own_service, credit_code, {"name": "大通牦牛肉", "category": "yak"})

@@ -210,6 +210,9 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     await walk.call("GET", "/api/v1/certifications", 200, params={"credit_code": credit_code})
     await walk.call("GET", "/api/v1/certifications/{id}", 200, path=by_id)
     await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json={"valid_to": "2029-12-31"})
+    suspend = {"status": "suspended", "status_reason": "抽检不合格"}
+    await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json=suspend)
+    await walk.call("PATCH", "/api/v1/certifications/{id}", 200, path=by_id, json={"status": "valid"})
     csv = {"Content-Type": "text/csv"}
     rows = f"credit_code,name,kind,region_code,contact\r\n{random_credit_code()},导入合作社,cooperative,630121,\r\n"
     await walk.call("POST", "/api/v1/imports/producers", 200, content=rows.encode(), headers=csv)
@@ -262,6 +265,12 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     for code in (credit_code, random_credit_code()):  # registered, and not
         await walk.call("GET", "/api/v1/eligibility/{credit_code}", 200, path={"credit_code": code})
     await walk.call("GET", "/api/v1/certifications/unlisted", 200, params={"region": "630121"})
+    await walk.call(
+        "GET",
+        "/api/v1/certifications/precheck",
+        200,
+        params={"credit_code": credit_code, "product_id": str(created.json()["id"])},
+    )
     period = {"region": "630121", "from": (today - dt.timedelta(days=1)).isoformat(), "to": today.isoformat()}
     for export_format in EXPORT_FORMATS:
         await walk.call("GET", "/api/v1/exports/batches", 200, params={**period, "format": export_format})

@@ -141,6 +141,10 @@ class Certification(Answer):
     number: str
     valid_from: dt.date
     valid_to: dt.date
+    status: Literal["valid", "suspended", "revoked", "expired"]
+    status_label: str
+    status_reason: str | None
+    status_changed_at: dt.datetime | None
     producer: CertifiedProducer
     product: CertifiedProduct | None
     created_at: dt.datetime
@@ -458,6 +462,17 @@ class UnlistedPage(Answer):
     count: int
     items: list[UnlistedCertification]
     next_after: int | None
+
+
+class Precheck(Answer):
+    credit_code: str
+    product_id: int
+    eligible: bool
+    reasons: list[Reason]
+    product_name: str | None  # the producer's own product only
+    last_issued_at: dt.datetime | None
+    traced_window_months: int
+    as_of: dt.datetime
 
 
 class Eligible(Answer):

@@ -24,7 +24,7 @@ from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
 from resolver.api.hooks import TRACED_WINDOW_MONTHS, Executor, region_or_404
-from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
+from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, CERTIFICATION_STATUS_LABELS, PRODUCER_KIND_LABELS
 from resolver.db import POSTGRES_AWAY_ERRORS
 from resolver.edge.bodies import (
     Body,
@@ -40,6 +40,7 @@ from resolver.edge.bodies import (
 from resolver.edge.problems import Problem, invalid
 from resolver.edge.query import choice_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
+from resolver.scan.documents import china_today
 from resolver.scan.resolve import invalidate_batch
 from resolver.state import worker
 
@@ -109,7 +110,8 @@ SELECT EXISTS (SELECT FROM batches WHERE product_id = $1) OR EXISTS (SELECT FROM
 DELETE_PRODUCT = "DELETE FROM products WHERE id = $1"
 
 _CERTIFICATION_COLUMNS = """
-    c.id, c.kind, c.number, c.valid_from, c.valid_to, c.created_at, c.producer_id,
+    c.id, c.kind, c.number, c.valid_from, c.valid_to, c.status, c.status_reason, c.status_changed_at, c.created_at,
+    c.producer_id,
     p.credit_code, p.name AS producer_name, p.region_code,
     pd.id AS product_id, pd.name AS product_name, pd.category
 """
@@ -140,8 +142,12 @@ ON CONFLICT (kind, number) DO NOTHING
 RETURNING id
 """
 
+# A revoked certification stays revoked (a new application is a new certification): no row, 409.
 UPDATE_CERTIFICATION = """
-UPDATE certifications SET number = $2, product_id = $3, valid_from = $4, valid_to = $5 WHERE id = $1
+UPDATE certifications
+   SET number = $2, product_id = $3, valid_from = $4, valid_to = $5, status = $6, status_reason = $7,
+       status_changed_at = CASE WHEN status = $6 THEN status_changed_at ELSE now() END
+ WHERE id = $1 AND (status = $6 OR status <> 'revoked')
 """
 
 DELETE_CERTIFICATION = "DELETE FROM certifications WHERE id = $1"
@@ -159,6 +165,10 @@ LATEST_CERTIFICATION_DATE = dt.date(2100, 12, 31)
 
 ProducerKind = Literal["enterprise", "cooperative", "family_farm", "individual"]
 CertificationKind = Literal["green", "organic", "gi"]
+# What the regulator decides; `expired` is no decision but the calendar's (certification_status).
+CertificationDecision = Literal["valid", "suspended", "revoked"]
+CertificationStatus = Literal["valid", "suspended", "revoked", "expired"]
+StatusReason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), Printable]
 CertificationNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), Printable]
 
 
@@ -211,6 +221,14 @@ class CertificationPatch(Body):
     product: ProductRef | None = None  # null: the certification covers the producer
     valid_from: CertificationDate | None = None
     valid_to: CertificationDate | None = None
+    status: CertificationDecision | None = None  # suspend, revoke, or lift a suspension
+    status_reason: StatusReason | None = None  # only with status
+
+    @model_validator(mode="after")
+    def _reason_with_status(self) -> CertificationPatch:
+        if self.status_reason is not None and self.status is None:
+            raise ValueError("status_reason is given only with status")
+        return self
 
 
 # --- access --------------------------------------------------------------------------------------
@@ -300,7 +318,15 @@ def _product_json(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+def certification_status(stored: str, valid_to: dt.date, *, today: dt.date) -> CertificationStatus:
+    """The state a certification is in on `today`: the regulator's decision, else expired after valid_to."""
+    if stored != "valid":
+        return "revoked" if stored == "revoked" else "suspended"
+    return "expired" if valid_to < today else "valid"
+
+
 def _certification_json(row: asyncpg.Record) -> dict[str, Any]:
+    status = certification_status(row["status"], row["valid_to"], today=china_today())
     product = None
     if row["product_id"] is not None:
         product = {"id": row["product_id"], "name": row["product_name"], "category": row["category"]}
@@ -311,6 +337,10 @@ def _certification_json(row: asyncpg.Record) -> dict[str, Any]:
         "number": row["number"],
         "valid_from": row["valid_from"],
         "valid_to": row["valid_to"],
+        "status": status,
+        "status_label": CERTIFICATION_STATUS_LABELS[status],
+        "status_reason": row["status_reason"],
+        "status_changed_at": row["status_changed_at"],
         "producer": {
             "credit_code": row["credit_code"],
             "name": row["producer_name"],
@@ -624,7 +654,8 @@ async def get_certification(request: Request) -> Response:
 
 
 async def update_certification(request: Request) -> Response:
-    """PATCH /api/v1/certifications/{id} {number?, product?, valid_from?, valid_to?} (renewal, correction)"""
+    """PATCH /api/v1/certifications/{id} {number?, product?, valid_from?, valid_to?, status?, status_reason?}:
+    renewal, correction, suspension (suspended), revocation (revoked, final) or lifting a suspension (valid)."""
     principal = await authenticate(request)
     body = await read_json(request, CertificationPatch)
     certification = await _certification_for(request, principal, is_write=True)
@@ -632,16 +663,22 @@ async def update_certification(request: Request) -> Response:
     valid_to = body.valid_to or certification["valid_to"]
     if valid_to < valid_from:
         raise invalid("valid_to is before valid_from", field="valid_to")
+    status = body.status or certification["status"]
+    reason = body.status_reason
+    if reason is None and status == certification["status"]:
+        reason = certification["status_reason"]  # the same state keeps its reason; a new one without any clears it
     pool = _pool(request)
     try:
         async with pool.acquire() as conn, conn.transaction():
             product_id = certification["product_id"]
             if "product" in body.model_fields_set:
                 product_id = await _product_of(conn, certification["producer_id"], body.product)
-            await conn.execute(
+            updated = await conn.execute(
                 UPDATE_CERTIFICATION, certification["id"], body.number or certification["number"], product_id,
-                valid_from, valid_to,
+                valid_from, valid_to, status, reason,
             )  # fmt: skip
+            if updated == "UPDATE 0":
+                raise Problem(409, "certification_revoked", "认证已撤销", "已撤销的认证不能恢复或暂停，须重新申请认证")
     except asyncpg.UniqueViolationError:
         raise Problem(409, "certification_exists", "认证已登记", f"证书编号 {body.number} 已登记") from None
     await forget_documents(request, [certification["producer_id"]])

@@ -58,7 +58,8 @@ SELECT b.id, b.trace_code, b.long_code, b.lot, b.quantity, b.unit, b.produced_on
        (SELECT coalesce(jsonb_agg(jsonb_build_object('kind', c.kind, 'number', c.number, 'valid_from', c.valid_from,
                                                      'valid_to', c.valid_to) ORDER BY c.kind, c.number), '[]'::jsonb)
           FROM certifications c
-         WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id)) AS certifications
+         WHERE c.producer_id = p.id AND (c.product_id IS NULL OR c.product_id = pd.id)
+           AND c.status = 'valid') AS certifications
   FROM regions r
   JOIN producers p ON p.region_code = r.code
   JOIN batches b ON b.producer_id = p.id AND b.created_at >= $2 AND b.created_at < $3

@@ -50,8 +50,8 @@ SELECT r.code, r.name, r.level,
  ORDER BY r.code
 """
 
-# A certification in force ($2 = today) whose product (or, for a producer-wide one, whose producer)
-# has had no codes issued within the window: it would be lost on renewal.
+# A certification in force (status valid, and valid_to not before $2 = today) whose product (or, for a
+# producer-wide one, whose producer) has had no codes issued within the window: it would be lost on renewal.
 _UNLISTED_FROM = """
   FROM regions r
   JOIN producers p ON p.region_code = r.code
@@ -62,7 +62,7 @@ _UNLISTED_FROM = """
                   ELSE (SELECT max(b.created_at) FROM batches b WHERE b.product_id = c.product_id) END AS at
   ) last
  WHERE (r.code = $1 OR r.prefecture_code = $1 OR r.province_code = $1)
-   AND c.valid_to >= $2
+   AND c.status = 'valid' AND c.valid_to >= $2
    AND (last.at IS NULL OR last.at < now() - make_interval(months => $3))
 """
 
@@ -102,7 +102,7 @@ SELECT pd.name, pd.category, max(b.created_at) AS last_issued_at,
 ELIGIBILITY_CERTIFICATIONS = """
 SELECT c.kind, c.number, c.valid_from, c.valid_to, pd.name AS product_name
   FROM certifications c LEFT JOIN products pd ON pd.id = c.product_id
- WHERE c.producer_id = $1 AND c.valid_to >= $2
+ WHERE c.producer_id = $1 AND c.status = 'valid' AND c.valid_to >= $2
  ORDER BY c.kind, c.number
 """
 
