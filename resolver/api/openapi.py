@@ -158,6 +158,10 @@ _EXPORT_PARAMETERS: Final = (
     _query("to", "last day", _DATE_RANGE, required=True),
     _query("format", "national (default) or epcis", {"enum": list(EXPORT_FORMATS)}),
 )  # fmt: skip
+_PERIOD_PARAMETERS: Final = (
+    _query("from", "first day (China time)", _DATE_RANGE, required=True),
+    _query("to", "last day (China time)", _DATE_RANGE, required=True),
+)
 _IMPORT_PARAMETERS: Final = (
     _query("mode", "all_or_nothing (default) or good_rows", {"enum": list(IMPORT_MODES)}),
     _query("dry_run", "check only, import nothing", {"type": "boolean"}),
@@ -357,6 +361,19 @@ OPERATIONS: Final = (
       "Recall a batch (admin, or regulator of its region): no cache shows it active after", "batches",
       {200: _json("recalled", answers.Recall)}, body=recall.RecallIn, roles=ADMIN_REGULATOR, problems=(404,),
       parameters=[_BATCH_CODE]),
+    Operation("GET", "/api/v1/batches/{code}/flow", "batch_flow",
+      "Where a batch went (admin, regulator of its region, its producer): market entries, trades out of them, what "
+      "is left", "supervision", {200: _json("the flow", answers.BatchFlow)}, roles=("admin", "regulator", "producer"),
+      problems=(400, 404, 422), parameters=[_BATCH_CODE]),
+    Operation("GET", "/api/v1/markets/{id}/stats", "market_stats",
+      "A market's gate scans accepted and rejected by reason, per gate, and inflow by origin county, for whole days "
+      "in China time (admin, regulator of the market's region)", "supervision",
+      {200: _json("the figures", answers.MarketStats)}, roles=ADMIN_REGULATOR, problems=(404, 422),
+      parameters=[_ID, *_PERIOD_PARAMETERS]),
+    Operation("GET", "/api/v1/regions/{code}/labels", "region_labels",
+      "Package codes issued per producer of a region in a period (admin, regulator of the region)", "supervision",
+      {200: _json("the labels", answers.RegionLabels)}, roles=ADMIN_REGULATOR, problems=(404, 422),
+      parameters=[_REGION_PATH, *_PERIOD_PARAMETERS]),
     # gate
     Operation("POST", "/api/v1/markets", "create_market", "Register a market (admin)", "gate",
       {201: _json("the market", answers.Market)}, body=gate.MarketIn, roles=ADMIN),
