@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import secrets
 from typing import Any
 
+import httpx
 import pytest
 
 from codegen.format import compose
+from resolver.edge.spreadsheet import csv_text
 from resolver.scan.documents import china_today
 from tests.conftest import Service
 from tests.helpers import issue_labels, register_batch, register_producer
@@ -287,3 +291,65 @@ async def test_labels_scopes(service: Service) -> None:
     producer = await token(service, "producer", await register_producer(service))
     assert (await service.client.get(path, params=_today_period(), headers=producer)).status_code == 403
     assert (await service.client.get(path, params=_today_period())).status_code == 401
+
+
+# --- the lists as CSV ------------------------------------------------------------------------------
+
+
+def _csv(response: httpx.Response) -> list[list[str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"].startswith("attachment; filename=")
+    assert response.content.startswith(b"\xef\xbb\xbf")  # the BOM: Excel reads the Chinese as UTF-8
+    assert b"\r\n" in response.content
+    return list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+
+
+async def test_each_list_answers_csv_for_excel_when_accept_prefers_it(service: Service) -> None:
+    credit_code = await register_producer(service)
+    batch = await register_batch(service, credit_code)
+    await issue_labels(service, batch["trace_code"], 2)
+    market = await make_market(service)
+    gate = await token(service, "gate", f"{market}/north-1")
+    voucher = (await scan(service, gate, batch["trace_code"], 100))["voucher_code"]
+    await scan(service, gate, compose(1, "630121", secrets.randbelow(10**11)), 1)
+    circulation = await _trade(service, gate, voucher, 20)
+    csv_please = {**service.admin_headers, "Accept": "text/csv"}
+
+    flow = _csv(await service.client.get(f"/api/v1/batches/{batch['trace_code']}/flow", headers=csv_please))
+    stats = _csv(
+        await service.client.get(f"/api/v1/markets/{market}/stats", params=_today_period(), headers=csv_please)
+    )
+    labels = _csv(await service.client.get("/api/v1/regions/630121/labels", params=_today_period(), headers=csv_please))
+
+    assert flow[0][:3] == ["入场凭证码", "市场编号", "市场"] and len(flow) == 2
+    assert flow[1][0] == voucher and flow[1][9:12] == ["20", "80", circulation] and flow[1][13] == "城中区刘记牛羊肉店"
+    assert stats[0][0] == "项目"
+    assert ["接收", "north-1", "", "", "", "", "", "", "1"] in stats
+    assert ["拒收原因", "north-1", "unknown_code", "追溯码未登记，禁止入场", "", "", "", "", "1"] in stats
+    assert ["来源", "", "", "", "630121", "大通回族土族自治县", "kg", "100", "1"] in stats
+    assert labels[0][0] == "统一社会信用代码"
+    mine = [row for row in labels if row[0] == credit_code]
+    assert len(mine) == 1 and mine[0][1].startswith("测试合作社") and mine[0][2:] == ["630121", "2", "1", "1"]
+    json_answer = await service.client.get(
+        f"/api/v1/batches/{batch['trace_code']}/flow",
+        headers={**service.admin_headers, "Accept": "text/csv;q=0.5, */*"},
+    )
+    assert json_answer.headers["content-type"] == "application/json" and json_answer.headers["vary"] == "Accept"
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        pytest.param('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")', id="formula"),
+        pytest.param("+1", "'+1", id="plus"),
+        pytest.param("@SUM(A1)", "'@SUM(A1)", id="at"),
+        pytest.param("大通县合作社", "大通县合作社", id="plain"),
+        pytest.param(None, "", id="none"),
+    ],
+)
+def test_csv_cells_are_never_formulas(value: str | None, cell: str) -> None:
+    text = csv_text(["名称", "数量"], [[value, -1]])
+
+    assert text.startswith("\ufeff名称,数量\r\n")
+    assert list(csv.reader(io.StringIO(text[1:])))[1] == [cell, "-1"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from resolver.api.recall import batch_of, quantity_json
 from resolver.edge.problems import Problem
 from resolver.edge.query import period_params
 from resolver.edge.responses import ORJSONResponse
+from resolver.edge.spreadsheet import Cell, csv_response, wants_csv
 from resolver.scan.documents import CHINA_TZ
 from resolver.state import worker
 
@@ -36,6 +38,7 @@ EARLIEST_PERIOD_DATE = dt.date(2000, 1, 1)
 LATEST_PERIOD_DATE = dt.date(2100, 12, 31)
 MAX_ID = 2**63 - 1  # a longer number in the path is no id of ours (and no bigint)
 STATEMENT_TIMEOUT_S = 30.0
+VARY_ACCEPT: Final = {"Vary": "Accept"}  # each list answers JSON or CSV
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -168,7 +171,35 @@ async def batch_flow(request: Request) -> Response:
         trades = await conn.fetch(FLOW_TRADES, batch["id"], timeout=STATEMENT_TIMEOUT_S)
     if row is None:  # gone between the two reads (batches are never deleted: this is only for the types)
         raise Problem(404, "unknown_code", "未找到该追溯码", "该批次已不存在")
-    return ORJSONResponse(flow_json(row, entries, trades))
+    flow = flow_json(row, entries, trades)
+    if wants_csv(request):
+        return csv_response(FLOW_COLUMNS, flow_rows(flow), filename=f"flow-{row['trace_code']}.csv")
+    return ORJSONResponse(flow, headers=VARY_ACCEPT)
+
+
+FLOW_COLUMNS: Final = (
+    "入场凭证码", "市场编号", "市场", "入口", "扫描的追溯码", "经流通码再入场", "入场数量", "单位", "入场时间",
+    "已交易", "剩余", "流通码", "交易数量", "买方", "交易时间",
+)  # fmt: skip
+
+
+def flow_rows(flow: dict[str, Any]) -> Iterator[list[Cell]]:
+    """A row per trade out of an entry, and one for an entry with none."""
+    for entry in flow["entries"]:
+        head: list[Cell] = [
+            entry["voucher_code"], entry["market_id"], entry["market"], entry["gate"], entry["scanned_code"],
+            entry["via_circulation_code"], entry["quantity"], entry["unit"], _time(entry["scanned_at"]),
+            entry["traded"], entry["left"],
+        ]  # fmt: skip
+        if not entry["trades"]:
+            yield [*head, None, None, None, None]
+        for trade in entry["trades"]:
+            yield [*head, trade["circulation_code"], trade["quantity"], trade["buyer"], _time(trade["traded_at"])]
+
+
+def _time(value: dt.datetime) -> str:
+    """A time as China time, to the second, as a spreadsheet reads it."""
+    return value.astimezone(CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- a market's figures ----------------------------------------------------------------------------
@@ -222,27 +253,54 @@ async def market_stats(request: Request) -> Response:
         scans = await conn.fetch(MARKET_SCANS, market_id, since, until, timeout=STATEMENT_TIMEOUT_S)
         inflow = await conn.fetch(MARKET_INFLOW, market_id, since, until, timeout=STATEMENT_TIMEOUT_S)
     total, gates = market_stats_json(scans)
-    return ORJSONResponse(
-        {
-            "market_id": market["id"],
-            "market": market["name"],
-            "region_code": market["region_code"],
-            "from": start,
-            "to": end,
-            **total,
-            "gates": gates,
-            "inflow": [
-                {
-                    "region_code": row["region_code"],
-                    "region_name": row["region_name"],
-                    "unit": row["unit"],
-                    "quantity": quantity_json(row["quantity"]),
-                    "entries": row["entries"],
-                }
-                for row in inflow
-            ],
-        }
-    )
+    stats = {
+        "market_id": market["id"],
+        "market": market["name"],
+        "region_code": market["region_code"],
+        "from": start,
+        "to": end,
+        **total,
+        "gates": gates,
+        "inflow": [
+            {
+                "region_code": row["region_code"],
+                "region_name": row["region_name"],
+                "unit": row["unit"],
+                "quantity": quantity_json(row["quantity"]),
+                "entries": row["entries"],
+            }
+            for row in inflow
+        ],
+    }
+    if wants_csv(request):
+        filename = f"market-{market_id}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
+        return csv_response(STATS_COLUMNS, stats_rows(stats), filename=filename)
+    return ORJSONResponse(stats, headers=VARY_ACCEPT)
+
+
+STATS_COLUMNS: Final = ("项目", "入口", "拒收原因", "原因说明", "产地代码", "产地", "单位", "数量", "次数")
+
+
+def stats_rows(stats: dict[str, Any]) -> Iterator[list[Cell]]:
+    """Per gate: accepted and rejected scans, then each reason of a rejection; then the inflow per origin county."""
+    for gate in stats["gates"]:
+        yield ["接收", gate["gate"], None, None, None, None, None, None, gate["accepted"]]
+        yield ["拒收", gate["gate"], None, None, None, None, None, None, gate["rejected"]]
+        for reason in gate["rejected_by_reason"]:
+            yield [
+                "拒收原因",
+                gate["gate"],
+                reason["reason"],
+                reason["message"],
+                None,
+                None,
+                None,
+                None,
+                reason["scans"],
+            ]
+    for inflow in stats["inflow"]:
+        origin = [inflow["region_code"], inflow["region_name"], inflow["unit"], inflow["quantity"], inflow["entries"]]
+        yield ["来源", None, None, None, *origin]
 
 
 # --- labels issued ---------------------------------------------------------------------------------
@@ -270,6 +328,9 @@ async def region_labels(request: Request) -> Response:
         }
         for row in rows
     ]
+    if wants_csv(request):
+        filename = f"labels-{region['code']}-{start:%Y%m%d}-{end:%Y%m%d}.csv"
+        return csv_response(LABELS_COLUMNS, ([*p.values()] for p in producers), filename=filename)
     return ORJSONResponse(
         {
             "region_code": region["code"],
@@ -278,8 +339,12 @@ async def region_labels(request: Request) -> Response:
             "to": end,
             "labels": sum(p["labels"] for p in producers),
             "producers": producers,
-        }
+        },
+        headers=VARY_ACCEPT,
     )
+
+
+LABELS_COLUMNS: Final = ("统一社会信用代码", "生产经营主体", "行政区划代码", "追溯码数量", "申领次数", "批次数")
 
 
 ROUTES: list[BaseRoute] = [
