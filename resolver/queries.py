@@ -222,6 +222,15 @@ UPDATE batches SET status = 'recalled', recall_reason = $2, recalled_at = now()
 RETURNING recalled_at
 """
 
+# The markets that still hold some of batch $1 (entered and not yet traded out), with how much: a recall's answer.
+MARKETS_HOLDING = """
+SELECT m.id AS market_id, m.name, sum(e.quantity - e.traded) AS quantity_left, e.unit
+  FROM gate_entries e JOIN markets m ON m.id = e.market_id
+ WHERE e.batch_id = $1 AND e.traded < e.quantity
+ GROUP BY m.id, m.name, e.unit
+ ORDER BY m.id
+"""
+
 REVOKE_TOKEN = "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id"
 
 # GS1 Digital Link (resolver.scan.gs1_index): whether a product carries GTIN $1, with its newest batch; the batch

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
+from codegen.format import compose
 from resolver.api import answers, openapi
 from resolver.api.export import EXPORT_FORMATS
 from resolver.app import create_app
@@ -258,6 +259,16 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     await walk.call("POST", "/api/v1/trades", 200, json=trade)
     for code in (voucher, circulation):
         await walk.call("GET", "/api/v1/codes/{code}", 200, path={"code": code})
+    unknown = {**scan, "code": compose(1, "630121", 12_345), "idempotency_key": "walk-4"}
+    await walk.call("POST", "/api/v1/gate/scans", 200, json=unknown, headers=gate_headers)  # a rejection in the stats
+    period = {"from": (today - dt.timedelta(days=1)).isoformat(), "to": (today + dt.timedelta(days=1)).isoformat()}
+    csv_please = {"Accept": "text/csv"}
+    for headers in ({}, csv_please):
+        await walk.call("GET", "/api/v1/batches/{code}/flow", 200, path={"code": batch["trace_code"]}, headers=headers)
+        await walk.call("GET", "/api/v1/markets/{id}/stats", 200, path={"id": market.json()["id"]}, params=period,
+                        headers=headers)  # fmt: skip
+        await walk.call("GET", "/api/v1/regions/{code}/labels", 200, path={"code": "630121"}, params=period,
+                        headers=headers)  # fmt: skip
 
     # the four hooks
     await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630121"})

@@ -198,12 +198,120 @@ class Labels(Answer):
     codes: list[Annotated[str, Field(pattern=r"^4[0-9]{19}$")]]
 
 
+class MarketHolding(Answer):
+    market_id: int
+    name: str
+    quantity_left: float = Field(description="entered and not yet traded out")
+    unit: str
+
+
 class Recall(Answer):
     status: Literal["recalled"]
     reason: str
     recalled_at: dt.datetime
     already_recalled: bool
     caches_invalidated: bool
+    markets_holding: list[MarketHolding] = Field(description="the markets that still hold some of the batch")
+
+
+# --- supervision: where a batch went, a market's figures, labels issued ----------------------------
+
+
+class FlowTrade(Answer):
+    circulation_code: str = Field(pattern=r"^2[0-9]{19}$")
+    quantity: float
+    unit: str
+    buyer: str
+    traded_at: dt.datetime
+
+
+class FlowEntry(Answer):
+    voucher_code: str = Field(pattern=r"^3[0-9]{19}$")
+    market_id: int
+    market: str
+    market_region_code: RegionCode
+    gate: str
+    scanned_code: str
+    via_circulation_code: str | None = Field(description="the circulation code scanned, when a trade re-entered")
+    quantity: float
+    unit: str
+    scanned_at: dt.datetime
+    traded: float
+    left: float
+    trades: list[FlowTrade]
+
+
+class FlowBatch(Answer):
+    trace_code: str
+    quantity: float
+    unit: str
+
+
+class FlowTotal(Answer):
+    entered: float = Field(description="entered markets from the batch's own codes (re-entries not counted twice)")
+    traded: float
+    left: float = Field(description="in markets, not yet traded out, over every entry")
+    not_entered: float = Field(description="of the batch's quantity, never admitted by a gate")
+
+
+class BatchFlow(Answer):
+    batch: FlowBatch
+    entries: list[FlowEntry]
+    total: FlowTotal
+
+
+class RejectedFor(Answer):
+    reason: Annotated[str, _one_of(REASON_MESSAGES)]
+    message: str
+    scans: int
+
+
+class GateFigures(Answer):
+    gate: str
+    scans: int
+    accepted: int
+    rejected: int
+    rejected_by_reason: list[RejectedFor]
+
+
+class Inflow(Answer):
+    region_code: RegionCode = Field(description="the origin county: the region of the batch's producer")
+    region_name: str
+    unit: str
+    quantity: float
+    entries: int
+
+
+class MarketStats(Answer):
+    market_id: int
+    market: str
+    region_code: RegionCode
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    scans: int
+    accepted: int
+    rejected: int
+    rejected_by_reason: list[RejectedFor] = Field(description="a scan rejected for two reasons counts under each")
+    gates: list[GateFigures]
+    inflow: list[Inflow]
+
+
+class ProducerLabels(Answer):
+    credit_code: str
+    name: str
+    region_code: RegionCode
+    labels: int = Field(description="package codes issued in the period")
+    requests: int
+    batches: int
+
+
+class RegionLabels(Answer):
+    region_code: RegionCode
+    region_name: str
+    from_: dt.date = Field(alias="from")
+    to: dt.date
+    labels: int
+    producers: list[ProducerLabels]
 
 
 # --- markets and gates -----------------------------------------------------------------------------

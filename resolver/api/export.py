@@ -39,8 +39,8 @@ from resolver import db
 from resolver.api.auth import authenticate, forbidden
 from resolver.api.hooks import may_see_region, region_or_404
 from resolver.categories import CATEGORIES, SUBJECT_CATEGORY
-from resolver.edge.problems import Problem, invalid
-from resolver.edge.query import choice_param, region_param
+from resolver.edge.problems import Problem
+from resolver.edge.query import choice_param, period_params, region_param
 from resolver.scan.documents import CHINA_TZ
 from resolver.state import worker
 
@@ -345,30 +345,13 @@ MEDIA_TYPES: dict[ExportFormat, str] = {"national": "application/x-ndjson", "epc
 FILE_SUFFIXES: dict[ExportFormat, str] = {"national": "jsonl", "epcis": "jsonld"}
 
 
-def _date_param(request: Request, name: str) -> dt.date:
-    text = request.query_params.get(name, "")
-    try:
-        if len(text) != 10:
-            raise ValueError(text)
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise invalid(f"query parameter {name} must be a date, YYYY-MM-DD", field=name) from None
-    if not EARLIEST_EXPORT_DATE <= day <= LATEST_EXPORT_DATE:
-        raise invalid(
-            f"query parameter {name} must be between {EARLIEST_EXPORT_DATE} and {LATEST_EXPORT_DATE}", field=name
-        )
-    return day
-
-
 async def export_batches(request: Request) -> Response:
     """GET /api/v1/exports/batches?region=&from=&to=[&format=national|epcis] (admin, or regulator of the region)"""
     principal = await authenticate(request)
     region_code = region_param(request)
     if not may_see_region(principal, region_code):
         raise forbidden(f"只能导出本辖区的数据（{region_code} 不在令牌的辖区内）")
-    start, end = _date_param(request, "from"), _date_param(request, "to")
-    if end < start:
-        raise invalid("to is before from", field="to")
+    start, end = period_params(request, earliest=EARLIEST_EXPORT_DATE, latest=LATEST_EXPORT_DATE)
     export_format = choice_param(request, "format", EXPORT_FORMATS, "national")
     state = worker(request)
     pool = state.pool

@@ -99,6 +99,12 @@ def _json(description: str, model: type[BaseModel]) -> dict[str, Any]:
     return _answer(description, (JSON, model))
 
 
+def _csv_or_json(description: str, model: type[BaseModel]) -> dict[int, dict[str, Any]]:
+    """A list's 200: JSON, or CSV for Excel (UTF-8 with BOM) when Accept prefers `text/csv`."""
+    return {200: _answer(f"{description}: JSON, or CSV (UTF-8 with BOM) for `Accept: text/csv`", (JSON, model),
+                         ("text/csv", _STRING))}  # fmt: skip
+
+
 def _problem(status: int, *, html: bool = False) -> dict[str, Any]:
     content: dict[str, Any] = {PROBLEM_MEDIA_TYPE: {"schema": _ref(answers.Problem.__name__)}}
     if html:  # pages answer a browser with the same error as a Chinese page
@@ -158,6 +164,10 @@ _EXPORT_PARAMETERS: Final = (
     _query("to", "last day", _DATE_RANGE, required=True),
     _query("format", "national (default) or epcis", {"enum": list(EXPORT_FORMATS)}),
 )  # fmt: skip
+_PERIOD_PARAMETERS: Final = (
+    _query("from", "first day (China time)", _DATE_RANGE, required=True),
+    _query("to", "last day (China time)", _DATE_RANGE, required=True),
+)
 _IMPORT_PARAMETERS: Final = (
     _query("mode", "all_or_nothing (default) or good_rows", {"enum": list(IMPORT_MODES)}),
     _query("dry_run", "check only, import nothing", {"type": "boolean"}),
@@ -365,6 +375,19 @@ OPERATIONS: Final = (
       "Recall a batch (admin, or regulator of its region): no cache shows it active after", "batches",
       {200: _json("recalled", answers.Recall)}, body=recall.RecallIn, roles=ADMIN_REGULATOR, problems=(404,),
       parameters=[_BATCH_CODE]),
+    Operation("GET", "/api/v1/batches/{code}/flow", "batch_flow",
+      "Where a batch went (admin, regulator of its region, its producer): market entries, trades out of them, what "
+      "is left", "supervision", _csv_or_json("the flow", answers.BatchFlow), roles=("admin", "regulator", "producer"),
+      problems=(400, 404, 422), parameters=[_BATCH_CODE]),
+    Operation("GET", "/api/v1/markets/{id}/stats", "market_stats",
+      "A market's gate scans accepted and rejected by reason, per gate, and inflow by origin county, for whole days "
+      "in China time (admin, regulator of the market's region)", "supervision",
+      _csv_or_json("the figures", answers.MarketStats), roles=ADMIN_REGULATOR, problems=(404, 422),
+      parameters=[_ID, *_PERIOD_PARAMETERS]),
+    Operation("GET", "/api/v1/regions/{code}/labels", "region_labels",
+      "Package codes issued per producer of a region in a period (admin, regulator of the region)", "supervision",
+      _csv_or_json("the labels", answers.RegionLabels), roles=ADMIN_REGULATOR, problems=(404, 422),
+      parameters=[_REGION_PATH, *_PERIOD_PARAMETERS]),
     # gate
     Operation("POST", "/api/v1/markets", "create_market", "Register a market (admin)", "gate",
       {201: _json("the market", answers.Market)}, body=gate.MarketIn, roles=ADMIN),

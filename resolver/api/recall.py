@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from decimal import Decimal
 from typing import Annotated
 
 import asyncpg
@@ -57,6 +58,8 @@ async def recall_batch(request: Request) -> Response:
                 queries.INSERT_EVENT, recalled_at, batch["id"], "recall", "ObjectEvent", "holding", "recalled",
                 {"reason": body.reason},
             )  # fmt: skip
+        # Read under the recall's row lock: a gate scan of the batch that was deciding has committed, none can follow.
+        holding = await conn.fetch(queries.MARKETS_HOLDING, batch["id"])
     is_new = recalled_at is not None
     invalidated = await _invalidate(request, batch["id"])
     return ORJSONResponse(
@@ -66,8 +69,22 @@ async def recall_batch(request: Request) -> Response:
             "recalled_at": recalled_at if is_new else batch["recalled_at"],
             "already_recalled": not is_new,
             "caches_invalidated": invalidated,
+            "markets_holding": [
+                {
+                    "market_id": row["market_id"],
+                    "name": row["name"],
+                    "quantity_left": quantity_json(row["quantity_left"]),
+                    "unit": row["unit"],
+                }
+                for row in holding
+            ],
         }
     )
+
+
+def quantity_json(value: Decimal) -> int | float:
+    """A quantity (numeric) as a JSON number: an integer when it is whole."""
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 async def _invalidate(request: Request, batch_id: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -54,3 +55,26 @@ def choice_param(request: Request, name: str, choices: Sequence[T], default: T |
             return choice
     listed = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices)}"
     raise invalid(f"query parameter {name} must be {listed}", field=name)
+
+
+def date_param(request: Request, name: str, *, earliest: dt.date, latest: dt.date) -> dt.date:
+    """A required date in the query string, YYYY-MM-DD, within [earliest, latest]; Problem 422 otherwise."""
+    text = request.query_params.get(name, "")
+    try:
+        if len(text) != 10:
+            raise ValueError(text)
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise invalid(f"query parameter {name} must be a date, YYYY-MM-DD", field=name) from None
+    if not earliest <= day <= latest:
+        raise invalid(f"query parameter {name} must be between {earliest} and {latest}", field=name)
+    return day
+
+
+def period_params(request: Request, *, earliest: dt.date, latest: dt.date) -> tuple[dt.date, dt.date]:
+    """The whole days `from` .. `to` (both required, `to` not before `from`); Problem 422 otherwise."""
+    start = date_param(request, "from", earliest=earliest, latest=latest)
+    end = date_param(request, "to", earliest=earliest, latest=latest)
+    if end < start:
+        raise invalid("to is before from", field="to")
+    return start, end
