@@ -212,7 +212,9 @@ GATE_SCANS = "SELECT * FROM tracecode_gate_scans($1, $2, $3, $4, $5, $6, $7, $8,
 
 TRADE = "SELECT * FROM tracecode_trade($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
-_BATCH_SCOPE = "SELECT b.id, b.status, b.recall_reason, b.recalled_at, p.region_code, p.credit_code, b.certificate"
+_BATCH_SCOPE = (
+    "SELECT b.id, b.trace_code, b.status, b.recall_reason, b.recalled_at, p.region_code, p.credit_code, b.certificate"
+)
 BATCH_BY_TRACE_CODE = f"{_BATCH_SCOPE} FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.trace_code = $1"
 BATCH_BY_LONG_CODE = f"{_BATCH_SCOPE} FROM batches b JOIN producers p ON p.id = b.producer_id WHERE b.long_code = $1"
 
@@ -220,6 +222,26 @@ RECALL_BATCH = """
 UPDATE batches SET status = 'recalled', recall_reason = $2, recalled_at = now()
  WHERE id = $1 AND status = 'active'
 RETURNING recalled_at
+"""
+
+# An inspection result $2 (a jsonb object) added to batch $1 becomes the batch's result in force (batches.inspection:
+# what gates reject on and documents show) unless that is a worse or newer one: a failed result outranks a passing
+# one, then the later inspected_on, then the later added. So one failed result fails the batch for good, and a pass
+# never clears it. The update takes the batch's row lock, which every gate scan group takes before it decides: no
+# scan that reads after the commit admits a failed batch. Run after LOCK_BATCH in one transaction, so that the
+# result in force it returns when this one is not is the latest. Returns the result in force.
+LOCK_BATCH = "SELECT FROM batches WHERE id = $1 FOR UPDATE"
+ADD_INSPECTION = """
+WITH added AS (
+    UPDATE batches b SET inspection = $2::jsonb
+     WHERE b.id = $1
+       AND (b.inspection IS NULL
+            OR (($2::jsonb ->> 'result') = 'fail', ($2::jsonb ->> 'inspected_on')::date)
+               >= ((b.inspection ->> 'result') = 'fail', (b.inspection ->> 'inspected_on')::date))
+    RETURNING b.inspection
+)
+SELECT coalesce((SELECT inspection FROM added), (SELECT inspection FROM batches WHERE id = $1)) AS inspection,
+       EXISTS (SELECT FROM added) AS is_in_force
 """
 
 # The markets that still hold some of batch $1 (entered and not yet traded out), with how much: a recall's answer.

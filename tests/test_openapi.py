@@ -287,8 +287,17 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
         await walk.call("GET", "/api/v1/exports/batches", 200, params={**period, "format": export_format})
     await walk.call("GET", "/regions/{code}", 200, path={"code": "630121"})
 
-    # a recall, twice, and the document it leaves; then what can be deleted
+    # a lab's result after registration (in force: the latest), and the document that shows it
     by_batch = {"code": batch["trace_code"]}
+    lab = (await walk.call("POST", "/api/v1/tokens", 201, json={"role": "lab", "scope": "630121"})).json()
+    result = {"result": "pass", "agency": "大通县农产品质量安全检测站", "inspected_on": today.isoformat(),
+              "report_no": "DT-2026-0001", "method": "GB 23200.113-2018",
+              "items": [{"name": "毒死蜱", "result": "pass"}]}  # fmt: skip
+    await walk.call("POST", "/api/v1/batches/{code}/inspections", 201, path=by_batch, json=result,
+                    headers={"Authorization": f"Bearer {lab['token']}"})  # fmt: skip
+    await walk.call("GET", "/api/v1/codes/{code}", 200, path=by_batch)
+
+    # a recall, twice, and the document it leaves; then what can be deleted
     await walk.call("POST", "/api/v1/batches/{code}/recall", 200, path=by_batch, json={"reason": "兽药残留超标"})
     await walk.call("POST", "/api/v1/batches/{code}/recall", 200, path=by_batch, json={"reason": "again"})
     await walk.call("GET", "/api/v1/codes/{code}", 200, path=by_batch)

@@ -36,7 +36,7 @@ def _one_of(choices: Iterable[str]) -> Any:
 RegionCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 ProducerKind = Annotated[str, _one_of(PRODUCER_KIND_LABELS)]
 CertificationKind = Annotated[str, _one_of(CERTIFICATION_LABELS)]
-Role = Literal["admin", "regulator", "producer", "gate"]
+Role = Literal["admin", "regulator", "producer", "gate", "lab"]
 CodeTypeName = Literal["production_batch", "circulation_batch", "market_entry", "package"]
 
 
@@ -392,6 +392,15 @@ class Inspection(Answer):
     agency: str
     items: list[InspectedItem | str]
     inspected_on: dt.date
+    report_no: str = _absent("the report's number, of a result added after registration")
+
+
+class AddedInspection(Answer):
+    trace_code: str = Field(pattern=r"^1[0-9]{19}$")
+    inspection: Inspection = Field(description="the result as recorded")
+    is_in_force: bool = Field(description="whether it is now the batch's result (a failed or later one outranks it)")
+    result_in_force: Literal["pass", "fail"] = Field(description="the batch's result now, as gates and documents go")
+    caches_invalidated: bool
 
 
 class Certificate(Answer):

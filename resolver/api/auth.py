@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "tc_"
 TOKEN_BYTES = 32
-ROLES = ("admin", "regulator", "producer", "gate")
+ROLES = ("admin", "regulator", "producer", "gate", "lab")
 TOKEN_CACHE_TTL_S = 1.0  # the longest a worker that missed a revocation message keeps accepting the token
 TOKEN_CACHE_SIZE = 10_000  # tokens per worker; full, the cache starts afresh
 REVOCATION_CHANNEL = KEY_PREFIX + "tokens:revoked:"  # + Redis db number -> ids of revoked tokens
@@ -48,7 +48,14 @@ class Principal:
 
     def covers_region(self, region_code: str) -> bool:
         """Whether a regulator of `scope` acts on `region_code`: a province or prefecture covers its counties."""
-        if self.role != "regulator" or len(self.scope) != 6:
+        return self.role == "regulator" and self._scope_holds(region_code)
+
+    def inspects_region(self, region_code: str) -> bool:
+        """Whether a lab of `scope` adds inspection results in `region_code` (its scope read as a regulator's)."""
+        return self.role == "lab" and self._scope_holds(region_code)
+
+    def _scope_holds(self, region_code: str) -> bool:
+        if len(self.scope) != 6:
             return False
         if self.scope.endswith("0000"):
             return region_code[:2] == self.scope[:2]

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver.api import answers, catalog, gate, hooks, labels, recall
+from resolver.api import answers, catalog, gate, hooks, inspections, labels, recall
 from resolver.api.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
 from resolver.api.imports import IMPORT_MODES, MAX_IMPORT_BYTES
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
@@ -375,6 +375,11 @@ OPERATIONS: Final = (
       "Recall a batch (admin, or regulator of its region): no cache shows it active after", "batches",
       {200: _json("recalled", answers.Recall)}, body=recall.RecallIn, roles=ADMIN_REGULATOR, problems=(404,),
       parameters=[_BATCH_CODE]),
+    Operation("POST", "/api/v1/batches/{code}/inspections", "add_inspection",
+      "Add a lab result to a batch's chain (admin, regulator or lab of its region): a failed one makes gates reject "
+      "the batch at once (`inspection_failed`) and shows on every document of it within a second", "batches",
+      {201: _json("added", answers.AddedInspection)}, body=bodies.LabResultIn, roles=inspections.INSPECTING_ROLES,
+      problems=(404,), parameters=[_BATCH_CODE]),
     Operation("GET", "/api/v1/batches/{code}/flow", "batch_flow",
       "Where a batch went (admin, regulator of its region, its producer): market entries, trades out of them, what "
       "is left", "supervision", _csv_or_json("the flow", answers.BatchFlow), roles=("admin", "regulator", "producer"),

@@ -61,7 +61,7 @@ async def recall_batch(request: Request) -> Response:
         # Read under the recall's row lock: a gate scan of the batch that was deciding has committed, none can follow.
         holding = await conn.fetch(queries.MARKETS_HOLDING, batch["id"])
     is_new = recalled_at is not None
-    invalidated = await _invalidate(request, batch["id"])
+    invalidated = await invalidate_documents(request, batch["id"], change="recall")
     return ORJSONResponse(
         {
             "status": "recalled",
@@ -87,14 +87,16 @@ def quantity_json(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-async def _invalidate(request: Request, batch_id: int) -> bool:
-    """Drop the cached documents before answering. If Redis cannot be told, resolves go to Postgres meanwhile
-    (the cache is skipped after an error) and a background task keeps trying until Redis is back."""
+async def invalidate_documents(request: Request, batch_id: int, *, change: str) -> bool:
+    """Drop the batch's cached documents before answering a committed `change` (a recall, a failed inspection):
+    whether Redis was told. If it cannot be, resolves go to Postgres meanwhile (the cache is skipped after an
+    error), every worker drops its copy from the change feed, and a background task keeps trying until Redis is
+    back."""
     try:
         await invalidate_batch(request, batch_id)
         return True
     except Exception as exc:
-        logger.error("recall of batch %d committed but cached documents not yet invalidated: %r", batch_id, exc)
+        logger.error("%s of batch %d committed but cached documents not yet invalidated: %r", change, batch_id, exc)
 
     async def retry() -> None:
         for _ in range(INVALIDATION_ATTEMPTS):
@@ -103,7 +105,7 @@ async def _invalidate(request: Request, batch_id: int) -> bool:
                 await invalidate_batch(request, batch_id)
                 return
             except Exception as exc:  # keep trying: a stale "active" after a recall must not survive
-                logger.warning("recall invalidation of batch %d still failing: %r", batch_id, exc)
+                logger.warning("%s invalidation of batch %d still failing: %r", change, batch_id, exc)
 
     worker(request).background.spawn(retry())
     return False

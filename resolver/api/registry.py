@@ -73,9 +73,9 @@ async def _check_scope(pool: asyncpg.Pool, role: str, scope: str) -> None:
     if role == "admin":
         if scope:
             raise invalid("an admin token has no scope", field="scope")
-    elif role == "regulator":
+    elif role in ("regulator", "lab"):
         if await pool.fetchrow(queries.REGION, scope) is None:
-            raise invalid("a regulator's scope is a GB/T 2260 region code", field="scope")
+            raise invalid(f"a {role}'s scope is a GB/T 2260 region code", field="scope")
     elif role == "producer":
         if not is_valid_credit_code(scope):
             raise invalid("a producer's scope is its unified social credit code", field="scope")

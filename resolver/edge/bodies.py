@@ -96,7 +96,7 @@ class Body(BaseModel):
 
 
 class TokenIn(Body):
-    role: Literal["admin", "regulator", "producer", "gate"]
+    role: Literal["admin", "regulator", "producer", "gate", "lab"]
     scope: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), Printable] = ""
 
 
@@ -127,6 +127,14 @@ class InspectionIn(Body):
     agency: OptionalText = ""
     items: Annotated[list[InspectionItem | ShortText], Field(max_length=100)] = []
     inspected_on: PastDate
+
+
+class LabResultIn(InspectionIn):
+    """An inspection result added after registration: the fields of registration's, with the lab named and the
+    report's number."""
+
+    agency: Name
+    report_no: ShortText | None = None
 
 
 class CertificateIn(Body):
