@@ -22,7 +22,21 @@ from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from codegen import kernels
 from resolver import db, queries
-from resolver.api import catalog, export, flow, gate, hooks, imports, labels, openapi, precheck, recall, registry
+from resolver.api import (
+    brands,
+    catalog,
+    export,
+    fairs,
+    flow,
+    gate,
+    hooks,
+    imports,
+    labels,
+    openapi,
+    precheck,
+    recall,
+    registry,
+)
 from resolver.api.auth import TokenCache
 from resolver.api.issuer import CodeIssuer
 from resolver.console import regions
@@ -198,6 +212,8 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *labels.ROUTES,
             *hooks.ROUTES,
             *precheck.ROUTES,
+            *brands.ROUTES,
+            *fairs.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,
             *export.ROUTES,
