@@ -13,12 +13,17 @@ Import: `resolver.api.imports.run_import`, the work the API and `tracecode impor
 in Python, COPY into a staging table, set-based checks, insert), timed from the CSV bytes to the
 commit. Coverage: the API handler, in process (ASGI, no network), p50 and p95 over R runs, with and
 without `?breakdown=1`; then the plan of the province query, which must be one index-only scan.
+
+Exhibitor check (fairs, issue 14 item 5): the API handler with a CSV of 1,000 exhibitor products (a tenth from
+unregistered producers, the rest from the 100,000 with one of three product names, some of which they have) against
+a batch per certified product of a producer with codes, p50 and p95 over R runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import io
 import os
 import random
@@ -39,7 +44,7 @@ from starlette.applications import Starlette
 from cache.store import redis_client
 from codegen.creditcode import ALPHABET, make_credit_code
 from resolver import db
-from resolver.api import hooks
+from resolver.api import fairs, hooks
 from resolver.api.imports import ImportKind, run_import
 from resolver.app import build_worker
 from resolver.edge import problems
@@ -61,6 +66,9 @@ KINDS = (("enterprise", 0.2), ("cooperative", 0.4), ("family_farm", 0.3), ("indi
 TRACED_SHARE = 0.75  # of the counted kinds, had codes issued at some time in the last ISSUED_WITHIN_MONTHS
 ISSUED_WITHIN_MONTHS = 20
 SEED = 20_191_021  # 青农质〔2019〕21号
+EXHIBITOR_ROWS = 1_000
+EXHIBITOR_UNREGISTERED_SHARE = 0.1  # rows of producers the platform never heard of
+BENCH_ADMIN_TOKEN = "bench-admin"
 
 
 def _database_url() -> tuple[str, EmbeddedServices | None]:
@@ -162,6 +170,70 @@ async def _coverage_timings(pool: asyncpg.Pool, runs: int) -> list[list[str]]:
     return rows
 
 
+async def _exhibitor_batches(conn: asyncpg.Connection) -> None:
+    """Stand-in for batch registrations of the products the certifications import made: one batch per product of
+    a producer with codes issued, registered when its producer last had codes, so that the exhibitor check finds
+    traced and lapsed products (a check against products with no batch at all would flatter it)."""
+    await conn.execute(
+        """
+        INSERT INTO batches (producer_id, product_id, trace_code, long_code, lot, quantity, unit, produced_on,
+                             created_at)
+        SELECT pd.producer_id, pd.id, '1' || lpad(pd.id::text, 19, '0'), 'BENCH' || pd.id, 'L1', 1, 'kg',
+               p.last_issued_at::date, p.last_issued_at
+          FROM products pd JOIN producers p ON p.id = pd.producer_id
+         WHERE p.last_issued_at IS NOT NULL
+        """
+    )
+    await conn.execute("VACUUM (ANALYZE) batches, products")
+
+
+def _exhibitors_csv(credit_codes: list[str], rng: random.Random) -> bytes:
+    """EXHIBITOR_ROWS rows: registered producers with a product they have, or not, and some unregistered ones."""
+    out = io.StringIO()
+    out.write("credit_code,product_name\r\n")
+    for _ in range(EXHIBITOR_ROWS):
+        if rng.random() < EXHIBITOR_UNREGISTERED_SHARE:
+            code = make_credit_code("91" + COUNTY + "".join(rng.choice(ALPHABET) for _ in range(9)))
+        else:
+            code = rng.choice(credit_codes)
+        out.write(f"{code},{rng.choice(('高原牦牛肉', '柴达木枸杞', '青稞'))}\r\n")
+    return out.getvalue().encode()
+
+
+async def _exhibitor_timings(pool: asyncpg.Pool, credit_codes: list[str], rng: random.Random, runs: int) -> list[str]:
+    """POST /api/v1/fairs/{id}/exhibitors with EXHIBITOR_ROWS CSV rows, in process: p50 and p95 over `runs`."""
+    app = Starlette(
+        routes=fairs.ROUTES,
+        exception_handlers={problems.Problem: problems.handle_problem, Exception: problems.handle_unexpected},
+    )
+    redis = redis_client(UNUSED_REDIS_URL)
+    attach(app, build_worker(Settings(admin_token=BENCH_ADMIN_TOKEN), Metrics(), pool, redis))
+    fair = await pool.fetchrow(fairs.INSERT_FAIR, "中国绿色食品博览会", "national", dt.date(2026, 11, 20),
+                               dt.date(2026, 11, 23))  # fmt: skip
+    assert fair is not None
+    body = _exhibitors_csv(credit_codes, rng)
+    headers = {"Authorization": f"Bearer {BENCH_ADMIN_TOKEN}", "Content-Type": "text/csv"}
+    samples = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for i in range(WARMUP_RUNS + runs):
+            started = time.perf_counter()
+            response = await client.post(f"/api/v1/fairs/{fair['id']}/exhibitors", content=body, headers=headers)
+            if i >= WARMUP_RUNS:
+                samples.append((time.perf_counter() - started) * 1000)
+    await redis.aclose()
+    answer = response.json()
+    assert response.status_code == 200, answer
+    samples.sort()
+    return [
+        f"{EXHIBITOR_ROWS:,} rows (CSV), national fair",
+        f"{statistics.median(samples):.2f}",
+        f"{samples[int(len(samples) * 0.95) - 1]:.2f}",
+        f"{answer['admitted']:,}",
+        f"{answer['refused']:,}",
+    ]
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
@@ -209,12 +281,14 @@ async def main(argv: Sequence[str] | None = None) -> int:
                  len(certifications_csv)),
             ]  # fmt: skip
             await _issue_codes(conn)
+            await _exhibitor_batches(conn)
             plan = await _plan(conn)
         finally:
             await conn.close()
         pool = await db.create_pool(url, min_size=1, max_size=2)
         try:
             coverage = await _coverage_timings(pool, args.runs)
+            exhibitors = await _exhibitor_timings(pool, credit_codes, rng, args.runs)
         finally:
             await pool.close()
     finally:
@@ -236,6 +310,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     print(f"\n(p50/p95 over {args.runs} requests each, in process; registered = enterprises and cooperatives)")
+    print()
+    print(_table(["POST /api/v1/fairs/{id}/exhibitors", "p50 ms", "p95 ms", "admitted", "refused"], [exhibitors]))
     print("\nplan of the province query (EXPLAIN ANALYZE):")
     print("\n".join("  " + line for line in plan))
     if not any("Index Only Scan using producers_region_kind_idx" in line for line in plan):

@@ -23,8 +23,10 @@ from cache.store import DocumentCache, redis_client
 from codegen import kernels
 from resolver import db, queries
 from resolver.api import (
+    brands,
     catalog,
     export,
+    fairs,
     flow,
     gate,
     hooks,
@@ -212,6 +214,8 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *labels.ROUTES,
             *hooks.ROUTES,
             *precheck.ROUTES,
+            *brands.ROUTES,
+            *fairs.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,
             *export.ROUTES,

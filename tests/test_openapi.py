@@ -282,6 +282,28 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
         200,
         params={"credit_code": credit_code, "product_id": str(created.json()["id"])},
     )
+    brand = (
+        await walk.call(
+            "POST", "/api/v1/brands", 201, json={"name": "大通牦牛", "kind": "regional_public", "region_code": "630121"}
+        )
+    ).json()
+    by_brand = {"id": brand["id"]}
+    await walk.call("POST", "/api/v1/brands/{id}/members", 201, path=by_brand, json=by_code)
+    await walk.call("POST", "/api/v1/brands/{id}/members", 200, path=by_brand, json=by_code)
+    await walk.call("POST", "/api/v1/brands/{id}/members", 409, path=by_brand, json={"credit_code": other})
+    for headers in ({}, csv_please):
+        await walk.call("GET", "/api/v1/brands/{id}", 200, path=by_brand, headers=headers)
+    for kind in ("national", "overseas"):
+        fair = (await walk.call("POST", "/api/v1/fairs", 201, json={"name": "绿博会", "kind": kind,
+                                "starts_on": "2026-10-01", "ends_on": "2026-10-05"})).json()  # fmt: skip
+        by_fair = {"id": fair["id"]}
+        listed = [{"credit_code": credit_code, "product_name": product["name"]},
+                  {"credit_code": other, "product_name": "青稞"}]  # fmt: skip
+        await walk.call("POST", "/api/v1/fairs/{id}/exhibitors", 200, path=by_fair, json=listed)
+        rows = f"credit_code,product_name\r\n{credit_code},{product['name']}\r\n"
+        await walk.call("POST", "/api/v1/fairs/{id}/exhibitors", 200, path=by_fair, content=rows.encode(),
+                        headers={**csv, **csv_please})  # fmt: skip
+        await walk.call("GET", "/api/v1/fairs/{id}/door/{code}", 200, path={**by_fair, "code": batch["trace_code"]})
     period = {"region": "630121", "from": (today - dt.timedelta(days=1)).isoformat(), "to": today.isoformat()}
     for export_format in EXPORT_FORMATS:
         await walk.call("GET", "/api/v1/exports/batches", 200, params={**period, "format": export_format})

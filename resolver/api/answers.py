@@ -66,6 +66,7 @@ class Problem(Answer):
     field: str = _absent("the body member or query parameter at fault")
     errors: list[FieldError] = _absent()
     reason: str = _absent()
+    reasons: list[Reason] = _absent("why not, each {code, message} (409 not_traced: why the producer is not traced)")
 
 
 class Health(Answer):
@@ -632,3 +633,79 @@ class Eligibility(Answer):
     producer: EligibleProducer = _absent()
     products: list[EligibleProduct] = _absent()
     certifications: list[EligibleCertification] = _absent()
+
+
+# --- brands and fairs ------------------------------------------------------------------------------
+
+
+class BrandMember(Answer):
+    credit_code: str
+    name: str
+    kind: ProducerKind
+    region_code: RegionCode
+    traced: bool = Field(description="codes issued within the traced window now (a lapsed member shows false)")
+    reasons: list[Reason] = Field(description="why the member is not traced now; empty when it is")
+    last_issued_at: dt.datetime | None
+    added_at: dt.datetime
+
+
+class Brand(Answer):
+    id: int
+    name: str
+    kind: Literal["regional_public", "enterprise"]
+    kind_label: str
+    region_code: RegionCode
+    region_name: str
+    created_at: dt.datetime
+    # GET /api/v1/brands/{id} only:
+    traced_window_months: int = _absent()
+    as_of: dt.datetime = _absent()
+    members_traced: int = _absent()
+    members: list[BrandMember] = _absent()
+
+
+class Fair(Answer):
+    id: int
+    name: str
+    kind: Literal["national", "overseas", "provincial"]
+    kind_label: str
+    rule: Literal["traced_only", "traced_first"] = Field(
+        description="traced_only: only traced products are admitted; traced_first: all, traced ones ranked first"
+    )
+    starts_on: dt.date
+    ends_on: dt.date
+    created_at: dt.datetime
+
+
+class Exhibitor(Answer):
+    rank: int = Field(description="the row's place in the answer: traced products first at an overseas fair")
+    line: int = Field(description="the CSV line (header: 1), or the list's position from 1")
+    credit_code: str
+    product_name: str
+    producer_name: str | None
+    admitted: bool
+    traced: bool
+    last_issued_at: dt.datetime | None = Field(description="the product's latest batch")
+    reasons: list[Reason]
+
+
+class ExhibitorCheck(Answer):
+    fair: Fair
+    traced_window_months: int
+    rows: int
+    admitted: int
+    refused: int
+    items: list[Exhibitor]
+
+
+class DoorCheck(Answer):
+    fair_id: int
+    kind: Literal["national", "overseas", "provincial"]
+    code: str
+    admitted: bool
+    traced: bool
+    reasons: list[Reason]
+    batch_code: str
+    credit_code: str
+    producer_name: str
+    product_name: str

@@ -333,7 +333,7 @@ class _Parsed:
 # --- parsing (pure, run in a thread: a big file must not hold up the event loop) -----------------
 
 
-def _decode(data: bytes) -> str:
+def decode_csv(data: bytes) -> str:
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
     try:
@@ -349,7 +349,9 @@ def _decode(data: bytes) -> str:
         ) from None
 
 
-def _records(text: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def csv_records(
+    text: str, required: tuple[str, ...], optional: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, {column: cell}) of each non-blank row after the header; a row of the wrong width has {}."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -498,7 +500,7 @@ def _parse(
     records: list[tuple[Any, ...]] = []
     errors: list[RowError] = []
     rows = 0
-    for line, cells in _records(_decode(data), required, optional):
+    for line, cells in csv_records(decode_csv(data), required, optional):
         rows += 1
         if not cells:
             errors.append(RowError(line, None, "column_count"))

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver.api import answers, catalog, gate, hooks, inspections, labels, recall
+from resolver.api import answers, brands, catalog, fairs, gate, hooks, inspections, labels, recall
 from resolver.api.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
 from resolver.api.imports import IMPORT_MODES, MAX_IMPORT_BYTES
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
@@ -178,6 +178,13 @@ _CSV_BODY: Final = {
     "content": {"text/csv": {"schema": _STRING}},
 }
 
+_EXHIBITOR_BODY: Final = {
+    "required": True,
+    "description": f"a JSON list (at most {fairs.MAX_EXHIBITOR_ROWS} rows), or UTF-8 CSV with the header "
+    f"credit_code,product_name (at most {fairs.MAX_EXHIBITOR_CSV_BYTES // (1024 * 1024)} MiB; Excel's BOM accepted)",
+    "content": {JSON: {"schema": fairs.ExhibitorList}, "text/csv": {"schema": _STRING}},
+}
+
 _LINK_HEADERS: Final = {"Link": {"schema": _STRING, "description": "RFC 8288 link to the linkset (and context)"}}
 _PREFLIGHT: Final = {204: _answer("allowed methods and headers")}
 _DELETED: Final = {204: _answer("deleted")}
@@ -236,7 +243,7 @@ class Operation:
         if isinstance(self.body, type):
             operation["requestBody"] = {"required": True, "content": {JSON: {"schema": _schema_of(self.body)}}}
         elif self.body is not None:
-            operation["requestBody"] = self.body
+            operation["requestBody"] = _referred(self.body)
         operation["responses"] = responses
         # OpenAPI 3.1: for a scheme other than OAuth2 and OpenID Connect, the list may name roles.
         operation["security"] = [{"bearer": list(self.roles)}] if self.roles else []
@@ -357,6 +364,30 @@ OPERATIONS: Final = (
     Operation("GET", "/api/v1/eligibility/{credit_code}", "eligibility",
       "Whether a producer is traced, and why not (brands, fairs)", "hooks",
       {200: _json("the answer", answers.Eligibility)}, problems=(422,), parameters=[_CREDIT_CODE]),
+    Operation("POST", "/api/v1/brands", "create_brand",
+      "Register a regional public or enterprise brand (admin, or regulator of the region)", "hooks",
+      {201: _json("the brand", answers.Brand)}, body=brands.BrandIn, roles=ADMIN_REGULATOR, problems=(404,)),
+    Operation("GET", "/api/v1/brands/{id}", "get_brand",
+      "A brand and its members, each with whether it is traced now (a lapsed member shows false)", "hooks",
+      _csv_or_json("the brand", answers.Brand), problems=(404,), parameters=[_ID]),
+    Operation("POST", "/api/v1/brands/{id}/members", "add_brand_member",
+      "Add a traced producer to a brand (admin, or regulator of the brand's region); 409 `not_traced` (with "
+      "`reasons`) for one not traced now, `outside_region` for a regional public brand", "hooks",
+      {201: _json("the member", answers.BrandMember), 200: _json("a member already", answers.BrandMember)},
+      body=brands.MemberIn, roles=ADMIN_REGULATOR, problems=(404, 409), parameters=[_ID]),
+    Operation("POST", "/api/v1/fairs", "create_fair",
+      "Register a fair (admin, or a regulator): national and provincial fairs admit traced products only, "
+      "overseas fairs rank traced ones first", "hooks",
+      {201: _json("the fair", answers.Fair)}, body=fairs.FairIn, roles=ADMIN_REGULATOR),
+    Operation("POST", "/api/v1/fairs/{id}/exhibitors", "check_fair_exhibitors",
+      "Check a fair's exhibitor products (admin, regulator): a JSON list of {credit_code, product_name} or CSV "
+      "with those columns; each row admitted or not, with reasons", "hooks",
+      _csv_or_json("a row per exhibitor product", answers.ExhibitorCheck), body=_EXHIBITOR_BODY,
+      roles=ADMIN_REGULATOR, problems=(404,), parameters=[_ID]),
+    Operation("GET", "/api/v1/fairs/{id}/door/{code}", "fair_door",
+      "Whether the product of a trace code scanned at a fair's door is admitted (a recalled batch never is)",
+      "hooks", {200: _json("the answer", answers.DoorCheck)}, problems=(400, 404, 429),
+      parameters=[_ID, _CODE]),
     Operation("GET", "/api/v1/exports/batches", "export_batches",
       "Batches and events of a region and period (admin, regulator of the region)", "hooks", _EXPORT,
       roles=ADMIN_REGULATOR, problems=(404, 422), parameters=_EXPORT_PARAMETERS),
@@ -420,7 +451,13 @@ def _models(kind: type[BaseModel], schemas: Iterable[object]) -> list[type[BaseM
 
 def _schemas(operations: Sequence[Operation]) -> dict[str, Any]:
     """The components' schemas: of every request body, and of every answer (the problem details included)."""
-    requested = _models(BaseModel, (operation.body for operation in operations))
+    requested = _models(
+        BaseModel,
+        [*(operation.body for operation in operations), *(
+            media["schema"] for operation in operations if isinstance(operation.body, dict)
+            for media in operation.body.get("content", {}).values()
+        )],
+    )  # fmt: skip
     answered = _models(
         answers.Answer,
         [answers.Problem, *(
