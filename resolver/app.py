@@ -22,7 +22,20 @@ from cache.local import LocalTier
 from cache.store import DocumentCache, redis_client
 from codegen import kernels
 from resolver import db, queries
-from resolver.api import catalog, export, flow, gate, hooks, imports, labels, openapi, precheck, recall, registry
+from resolver.api import (
+    catalog,
+    designations,
+    export,
+    flow,
+    gate,
+    hooks,
+    imports,
+    labels,
+    openapi,
+    precheck,
+    recall,
+    registry,
+)
 from resolver.api.auth import TokenCache
 from resolver.api.issuer import CodeIssuer
 from resolver.console import regions
@@ -197,6 +210,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *flow.ROUTES,
             *labels.ROUTES,
             *hooks.ROUTES,
+            *designations.ROUTES,
             *precheck.ROUTES,
             *catalog.ROUTES,
             *imports.ROUTES,
