@@ -177,6 +177,9 @@ async def _register_history(conn: asyncpg.Connection) -> None:
     marked: its certified products plus one of its own, a batch of each on its last issue day, and issue days
     about monthly before it (the trigger of migration 0013 wrote the last one)."""
     await conn.execute("SELECT setseed($1)", SEED / 10**8 / 2)
+    # Registered over the three years before, products with their producers (a dated answer counts them then).
+    await conn.execute("UPDATE producers SET created_at = now() - random() * interval '3 years'")
+    await conn.execute("UPDATE products pd SET created_at = p.created_at FROM producers p WHERE p.id = pd.producer_id")
     # A few leading enterprises (one in fifty enterprises) and state farms (one in a thousand producers): tagged.
     await conn.execute(
         """

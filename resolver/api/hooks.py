@@ -52,9 +52,13 @@ SELECT r.code, r.name, r.level,
        WHERE p.region_code = r.code AND p.kind = ANY ($2::text[]) {registered}
   ) n
   CROSS JOIN LATERAL (
-      SELECT count(*) AS registered, count(*) FILTER (WHERE {product_traced}) AS traced
-        FROM producers p JOIN products pd ON pd.producer_id = p.id
-       WHERE p.region_code = r.code AND p.kind = ANY ($2::text[]) {registered} {product_registered}
+      SELECT coalesce(sum(pp.registered), 0)::bigint AS registered, coalesce(sum(pp.traced), 0)::bigint AS traced
+        FROM producers p
+       CROSS JOIN LATERAL (
+           SELECT count(*) AS registered, count(*) FILTER (WHERE {product_traced}) AS traced
+             FROM products pd WHERE pd.producer_id = p.id {product_registered}
+       ) pp
+       WHERE p.region_code = r.code AND p.kind = ANY ($2::text[]) {registered}
   ) pr
   CROSS JOIN LATERAL (
       SELECT array_agg(x.registered ORDER BY tag.i) AS registered, array_agg(x.traced ORDER BY tag.i) AS traced,
