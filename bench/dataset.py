@@ -158,7 +158,7 @@ def _batch_body(credit_code: str, today: dt.date, gtin: str | None = None) -> Ba
 async def _add_producer(pool: asyncpg.Pool, today: dt.date) -> asyncpg.Record:
     """A cooperative of REGION with a green-food certification; its PRODUCER_BY_CREDIT_CODE row."""
     credit_code = _random_credit_code()
-    await pool.execute(queries.INSERT_PRODUCER, credit_code, PRODUCER_NAME, "cooperative", REGION, "0971-2721001")
+    await pool.execute(queries.INSERT_PRODUCER, credit_code, PRODUCER_NAME, "cooperative", REGION, "0971-2721001", [])
     producer = await pool.fetchrow(queries.PRODUCER_BY_CREDIT_CODE, credit_code)
     assert producer is not None
     await pool.execute(

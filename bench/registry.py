@@ -14,6 +14,11 @@ in Python, COPY into a staging table, set-based checks, insert), timed from the 
 commit. Coverage: the API handler, in process (ASGI, no network), p50 and p95 over R runs, with and
 without `?breakdown=1`; then the plan of the province query, which must be one index-only scan.
 
+Dated coverage and designations (issue 14): each traced producer gets a history as batch registrations would have
+left it (a product, a batch on its last issue day, and issue days about monthly before it), then
+`?at=` coverage of the county, prefecture and province a year ago, and `GET /api/v1/designations` of the province
+with DESIGNATIONS designations over its counties, each reviewed at its own day (p50 and p95 likewise).
+
 Exhibitor check (fairs, issue 14 item 5): the API handler with a CSV of 1,000 exhibitor products (a tenth from
 unregistered producers, the rest from the 100,000 with one of three product names, some of which they have) against
 a batch per certified product of a producer with codes, p50 and p95 over R runs.
@@ -44,9 +49,10 @@ from starlette.applications import Starlette
 from cache.store import redis_client
 from codegen.creditcode import ALPHABET, make_credit_code
 from resolver import db
-from resolver.api import fairs, hooks
+from resolver.api import designations, fairs, hooks
 from resolver.api.imports import ImportKind, run_import
 from resolver.app import build_worker
+from resolver.categories import PRODUCER_TAG_LABELS
 from resolver.edge import problems
 from resolver.ops.embedded import EmbeddedServices, ensure_services
 from resolver.ops.metrics import Metrics
@@ -64,11 +70,14 @@ PROVINCE, PREFECTURE, COUNTY = "630000", "630100", "630121"  # 青海省, 西宁
 COUNTY_SHARE = 0.10
 KINDS = (("enterprise", 0.2), ("cooperative", 0.4), ("family_farm", 0.3), ("individual", 0.1))
 TRACED_SHARE = 0.75  # of the counted kinds, had codes issued at some time in the last ISSUED_WITHIN_MONTHS
-ISSUED_WITHIN_MONTHS = 20
-SEED = 20_191_021  # 青农质〔2019〕21号
 EXHIBITOR_ROWS = 1_000
 EXHIBITOR_UNREGISTERED_SHARE = 0.1  # rows of producers the platform never heard of
 BENCH_ADMIN_TOKEN = "bench-admin"
+ISSUED_WITHIN_MONTHS = 20
+SEED = 20_191_021  # 青农质〔2019〕21号
+DESIGNATIONS = 100
+HISTORY_MONTHS = 11  # issue days about monthly, up to this many before a producer's last one
+BENCH_ADMIN_TOKEN = "bench-admin-" + secrets.token_hex(8)
 
 
 def _database_url() -> tuple[str, EmbeddedServices | None]:
@@ -170,6 +179,108 @@ async def _coverage_timings(pool: asyncpg.Pool, runs: int) -> list[list[str]]:
     return rows
 
 
+async def _register_history(conn: asyncpg.Connection) -> None:
+    """Products, batches and issue days as registrations would have left them, for every producer _issue_codes
+    marked: its certified products plus one of its own, a batch of each on its last issue day, and issue days
+    about monthly before it (the trigger of migration 0013 wrote the last one)."""
+    await conn.execute("SELECT setseed($1)", SEED / 10**8 / 2)
+    # Registered over the three years before, products with their producers (a dated answer counts them then).
+    await conn.execute("UPDATE producers SET created_at = now() - random() * interval '3 years'")
+    await conn.execute("UPDATE products pd SET created_at = p.created_at FROM producers p WHERE p.id = pd.producer_id")
+    # A few leading enterprises (one in fifty enterprises) and state farms (one in a thousand producers): tagged.
+    await conn.execute(
+        """
+        UPDATE producers SET tags = CASE WHEN kind = 'enterprise' AND random() < 0.02 THEN '{leading_enterprise}'
+                                         WHEN random() < 0.001 THEN '{state_farm}' ELSE '{}' END::text[]
+        """
+    )
+    await conn.execute(
+        """
+        INSERT INTO products (producer_id, name, category, created_at)
+        SELECT p.id, '高原牦牛肉（自产）', 'yak', p.created_at FROM producers p WHERE p.last_issued_at IS NOT NULL
+        """
+    )
+    await conn.execute(
+        """
+        INSERT INTO batches (producer_id, product_id, trace_code, long_code, lot, quantity, unit, produced_on,
+                             created_at)
+        SELECT p.id, pd.id, lpad(pd.id::text, 20, '0'), 'BENCH-' || pd.id, 'L1', 100, 'kg',
+               (p.last_issued_at AT TIME ZONE 'Asia/Shanghai')::date, p.last_issued_at
+          FROM producers p JOIN products pd ON pd.producer_id = p.id
+         WHERE p.last_issued_at IS NOT NULL
+        """
+    )
+    await conn.execute(
+        """
+        INSERT INTO producer_issue_days (producer_id, issued_on)
+        SELECT p.id, (p.last_issued_at AT TIME ZONE 'Asia/Shanghai')::date - 30 * k
+          FROM producers p CROSS JOIN generate_series(1, $1) k
+         WHERE p.last_issued_at IS NOT NULL AND random() < 0.8
+        ON CONFLICT DO NOTHING
+        """,
+        HISTORY_MONTHS,
+    )
+    for table in ("products", "batches", "producer_issue_days", "producers"):
+        await conn.execute(f"VACUUM (ANALYZE) {table}")
+
+
+async def _add_designations(conn: asyncpg.Connection, rng: random.Random) -> None:
+    """DESIGNATIONS designations over the province's counties, reviewed on days of the last three years."""
+    counties = [r.code for r in load_regions() if r.province_code == PROVINCE and r.level == 3]
+    today = dt.date.today()
+    rows = []
+    for i in range(DESIGNATIONS):
+        review_on = today - dt.timedelta(days=rng.randrange(1, 3 * 365))
+        kind = rng.choice(("quality_safety_county", "demonstration_zone", "other"))
+        rows.append((rng.choice(counties), kind, f"创建认定{i:03d}", review_on - dt.timedelta(days=3 * 365), review_on))
+    await conn.executemany(
+        "INSERT INTO designations (region_code, kind, name, designated_on, review_on) VALUES ($1, $2, $3, $4, $5)",
+        rows,
+    )
+
+
+async def _dated_timings(pool: asyncpg.Pool, runs: int) -> list[list[str]]:
+    """?at= coverage a year ago, and the designations' review list of the province."""
+    app = Starlette(
+        routes=[*hooks.ROUTES, *designations.ROUTES],
+        exception_handlers={problems.Problem: problems.handle_problem, Exception: problems.handle_unexpected},
+    )
+    redis = redis_client(UNUSED_REDIS_URL)
+    attach(app, build_worker(Settings(admin_token=BENCH_ADMIN_TOKEN), Metrics(), pool, redis))
+    year_ago = (dt.date.today() - dt.timedelta(days=365)).isoformat()
+    requests = [
+        *((f"?at= {label} {code}", f"/api/v1/regions/{code}/coverage?at={year_ago}")
+          for label, code in (("county", COUNTY), ("prefecture", PREFECTURE), ("province", PROVINCE))),
+        (f"designations {PROVINCE} ({DESIGNATIONS}, each at its review day)",
+         f"/api/v1/designations?region={PROVINCE}"),
+        (f"designations {PROVINCE} ({DESIGNATIONS}, ?at= one day)",
+         f"/api/v1/designations?region={PROVINCE}&at={year_ago}"),
+    ]  # fmt: skip
+    rows = []
+    headers = {"Authorization": f"Bearer {BENCH_ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+        for label, url in requests:
+            samples = []
+            for i in range(WARMUP_RUNS + runs):
+                started = time.perf_counter()
+                response = await client.get(url, headers=headers)
+                if i >= WARMUP_RUNS:
+                    samples.append((time.perf_counter() - started) * 1000)
+            body = response.json()
+            assert response.status_code == 200, body
+            samples.sort()
+            if "items" in body:
+                keep = sum(item["verdict"] == "keep" for item in body["items"])
+                figures = [f"{len(body['items'])} items", f"{keep} keep"]
+            else:
+                figures = [f"{body['registered']:,} / {body['products_registered']:,}",
+                           f"{body['traced']:,} / {body['products_traced']:,}"]  # fmt: skip
+            rows.append([label, f"{statistics.median(samples):.2f}", f"{samples[int(len(samples) * 0.95) - 1]:.2f}",
+                         *figures])  # fmt: skip
+    await redis.aclose()
+    return rows
+
+
 async def _exhibitor_batches(conn: asyncpg.Connection) -> None:
     """Stand-in for batch registrations of the products the certifications import made: one batch per product of
     a producer with codes issued, registered when its producer last had codes, so that the exhibitor check finds
@@ -252,7 +363,8 @@ async def _plan(conn: asyncpg.Connection) -> list[str]:
             "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + hooks.COVERAGE_BY_REGION,
             PROVINCE,
             list(hooks.COUNTED_KINDS),
-            hooks.TRACED_WINDOW_MONTHS,
+            list(PRODUCER_TAG_LABELS),
+            *reversed(hooks.window(None)),
         )  # fmt: skip
     ]
     return plan
@@ -281,6 +393,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
                  len(certifications_csv)),
             ]  # fmt: skip
             await _issue_codes(conn)
+            await _register_history(conn)
+            await _add_designations(conn, rng)
             await _exhibitor_batches(conn)
             plan = await _plan(conn)
         finally:
@@ -289,6 +403,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         try:
             coverage = await _coverage_timings(pool, args.runs)
             exhibitors = await _exhibitor_timings(pool, credit_codes, rng, args.runs)
+            dated = await _dated_timings(pool, args.runs)
         finally:
             await pool.close()
     finally:
@@ -309,9 +424,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
             ["GET /api/v1/regions/{code}/coverage", "p50 ms", "p95 ms", "registered", "traced", "counties"], coverage
         )
     )
-    print(f"\n(p50/p95 over {args.runs} requests each, in process; registered = enterprises and cooperatives)")
     print()
     print(_table(["POST /api/v1/fairs/{id}/exhibitors", "p50 ms", "p95 ms", "admitted", "refused"], [exhibitors]))
+    print(f"\n(p50/p95 over {args.runs} requests each, in process; registered = enterprises and cooperatives)")
+    print()
+    print(_table(["dated coverage and designations", "p50 ms", "p95 ms", "registered / products",
+                  "traced / products"], dated))  # fmt: skip
     print("\nplan of the province query (EXPLAIN ANALYZE):")
     print("\n".join("  " + line for line in plan))
     if not any("Index Only Scan using producers_region_kind_idx" in line for line in plan):

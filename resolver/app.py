@@ -25,6 +25,7 @@ from resolver import db, queries
 from resolver.api import (
     brands,
     catalog,
+    designations,
     export,
     fairs,
     flow,
@@ -213,6 +214,7 @@ def create_app(settings: Settings, *, query_logger: QueryLogger | None = None) -
             *flow.ROUTES,
             *labels.ROUTES,
             *hooks.ROUTES,
+            *designations.ROUTES,
             *precheck.ROUTES,
             *brands.ROUTES,
             *fairs.ROUTES,

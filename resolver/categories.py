@@ -53,5 +53,7 @@ PRODUCER_KIND_LABELS = {
     "family_farm": "家庭农场",
     "individual": "个体",
 }
+# Producers that must be traced 100 % (the policy's 国家及省级农业产业化龙头企业、国营牧场), whatever their kind.
+PRODUCER_TAG_LABELS = {"leading_enterprise": "农业产业化龙头企业", "state_farm": "国营牧场"}
 CERTIFICATION_LABELS = {"green": "绿色食品", "organic": "有机农产品", "gi": "农产品地理标志"}
 CERTIFICATION_STATUS_LABELS = {"valid": "有效", "suspended": "暂停", "revoked": "撤销", "expired": "过期"}

@@ -109,9 +109,9 @@ INSERT_TOKEN = "INSERT INTO tokens (token_hash, role, scope) VALUES ($1, $2, $3)
 REGION = "SELECT code, name, level, prefecture_code, province_code FROM regions WHERE code = $1"
 
 INSERT_PRODUCER = """
-INSERT INTO producers (credit_code, name, kind, region_code, contact) VALUES ($1, $2, $3, $4, $5)
+INSERT INTO producers (credit_code, name, kind, region_code, contact, tags) VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (credit_code) DO NOTHING
-RETURNING id, credit_code, name, kind, region_code, contact, created_at
+RETURNING id, credit_code, name, kind, region_code, contact, tags, created_at
 """
 
 PRODUCER_BY_CREDIT_CODE = "SELECT id, credit_code, name, kind, region_code FROM producers WHERE credit_code = $1"

@@ -52,7 +52,7 @@ async def test_producer_reads_itself_only(service: Service) -> None:
     assert mine.json() | {"id": 0, "created_at": None, "name": None} == {
         "id": 0, "credit_code": own, "name": None, "kind": "cooperative", "kind_label": "农民专业合作社",
         "region_code": DELINGHA, "region_name": "德令哈市", "contact": "0971-0000000", "batch_count": 0,
-        "last_issued_at": None, "traced": False, "created_at": None,
+        "last_issued_at": None, "traced": False, "tags": [], "created_at": None,
     }  # fmt: skip
     assert theirs.status_code == 403 and theirs.json()["code"] == "forbidden"
     assert [p["credit_code"] for p in listing.json()["items"]] == [own]

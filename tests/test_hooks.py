@@ -18,6 +18,7 @@ import pytest
 from resolver.api import hooks
 from resolver.app import create_app
 from resolver.ops.settings import Settings
+from resolver.scan.documents import CHINA_TZ, china_today
 from resolver.state import app_worker
 from schema.migrate import migrate
 from tests.conftest import QueryLog, Servers, Service, create_database, drop_database, random_credit_code
@@ -171,15 +172,17 @@ async def test_prefecture_and_province_aggregate_their_counties(own_service: Ser
     assert "counties" not in province
     counties = {c["region_code"]: c for c in prefecture["counties"]}
     assert set(counties) == {HAIBEI, MENYUAN, QILIAN, HAIYAN, "632224"}
-    assert counties[MENYUAN] | {"region_name": None} == {
+    assert counties[MENYUAN] | {"region_name": None, "tags": None} == {
         "region_code": MENYUAN, "region_name": None, "level": 3, "direct": False,
         "registered": 5, "traced": 4, "ratio": pytest.approx(0.8), "meets_line": True,
+        "products_registered": 4, "products_traced": 4, "product_ratio": 1.0, "tags": None,
     }  # fmt: skip
     assert (counties[QILIAN]["traced"], counties[QILIAN]["meets_line"]) == (1, False)
     assert counties[HAIBEI]["direct"] is True and counties[HAIBEI]["registered"] == 1
-    assert counties[HAIYAN] | {"region_name": None} == {
+    assert counties[HAIYAN] | {"region_name": None, "tags": None} == {
         "region_code": HAIYAN, "region_name": None, "level": 3, "direct": False,
         "registered": 0, "traced": 0, "ratio": None, "meets_line": False,
+        "products_registered": 0, "products_traced": 0, "product_ratio": None, "tags": None,
     }  # fmt: skip
 
 
@@ -239,6 +242,174 @@ async def test_coverage_errors_are_problems(own_service: Service, path: str, sta
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
+
+
+async def history(
+    service: Service, credit_code: str, *, registered_on: dt.date, issued_on: tuple[dt.date, ...] = ()
+) -> None:
+    """Rewrite a producer's past: registered (with its products) on `registered_on`, codes issued on each day of
+    `issued_on` (its batches on the last of them); last_issued_at as that history left it."""
+    noon = dt.time(12, tzinfo=CHINA_TZ)
+    last = dt.datetime.combine(max(issued_on), noon) if issued_on else None
+    async with app_worker(service.app).pool.acquire() as conn, conn.transaction():
+        producer_id = await conn.fetchval("SELECT id FROM producers WHERE credit_code = $1", credit_code)
+        await conn.execute(
+            "UPDATE producers SET created_at = $2, last_issued_at = $3 WHERE id = $1",
+            producer_id, dt.datetime.combine(registered_on, noon), last,
+        )  # fmt: skip
+        await conn.execute("DELETE FROM producer_issue_days WHERE producer_id = $1", producer_id)
+        await conn.executemany(
+            "INSERT INTO producer_issue_days (producer_id, issued_on) VALUES ($1, $2)",
+            [(producer_id, day) for day in issued_on],
+        )
+        await conn.execute(
+            "UPDATE products SET created_at = $2 WHERE producer_id = $1", producer_id,
+            dt.datetime.combine(registered_on, noon),
+        )  # fmt: skip
+        if last is not None:
+            await conn.execute("UPDATE batches SET created_at = $2 WHERE producer_id = $1", producer_id, last)
+
+
+async def test_coverage_counts_products_and_needs_both_ratios(own_service: Service) -> None:
+    traced = await _producers(own_service, MENYUAN, traced=4, untraced=0)
+    untraced = await register_producer(own_service, region=MENYUAN)
+    for name in ("门源油菜籽", "门源青稞"):
+        response = await own_service.client.post(
+            f"/api/v1/producers/{untraced}/products",
+            json={"name": name, "category": "oilseed"},
+            headers=own_service.admin_headers,
+        )
+        assert response.status_code == 201, response.text
+    await register_batch(own_service, traced[0], product={"name": "门源蜂蜜", "category": "honey", "gtin": None})
+
+    coverage = await _coverage(own_service, MENYUAN)
+
+    assert (coverage["registered"], coverage["traced"], coverage["ratio"]) == (5, 4, pytest.approx(0.8))
+    assert (coverage["products_registered"], coverage["products_traced"]) == (7, 5)
+    assert coverage["product_ratio"] == pytest.approx(5 / 7)
+    assert coverage["meets_line"] is False  # producers at 80 %, products below it
+    assert coverage["at"] is None
+
+
+async def test_coverage_at_a_past_day_counts_what_stood_then(own_service: Service) -> None:
+    early, late, newcomer = await _producers(own_service, QILIAN, traced=3, untraced=0)
+    await history(own_service, early, registered_on=dt.date(2024, 1, 10), issued_on=(dt.date(2024, 2, 1),))
+    await history(own_service, late, registered_on=dt.date(2024, 1, 10), issued_on=(dt.date(2024, 12, 1),))
+    await history(own_service, newcomer, registered_on=dt.date(2025, 1, 10), issued_on=(dt.date(2025, 2, 1),))
+
+    mid_2024 = await _coverage(own_service, QILIAN, at="2024-06-30")
+    spring_2025 = await _coverage(own_service, QILIAN, at="2025-03-01", breakdown="1")
+    now = await _coverage(own_service, QILIAN)
+
+    assert (mid_2024["registered"], mid_2024["traced"]) == (2, 1)  # the newcomer was not registered yet
+    assert (mid_2024["products_registered"], mid_2024["products_traced"]) == (2, 1)
+    assert mid_2024["at"] == "2024-06-30" and mid_2024["as_of"].startswith("2024-07-01T00:00:00")
+    assert (spring_2025["registered"], spring_2025["traced"]) == (3, 2)  # early lapsed on 2025-02-01
+    assert (spring_2025["products_registered"], spring_2025["products_traced"]) == (3, 2)
+    assert spring_2025["counties"][0]["traced"] == 2
+    assert (now["registered"], now["traced"], now["products_traced"]) == (3, 0, 0)  # all lapsed since
+    assert (await _coverage(own_service, QILIAN, at="2024-01-09"))["registered"] == 0
+
+
+async def test_coverage_at_today_agrees_with_now(own_service: Service) -> None:
+    await _producers(own_service, HAIYAN, traced=3, untraced=1)
+    today = china_today().isoformat()
+
+    dated, now = await _coverage(own_service, HAIYAN, at=today), await _coverage(own_service, HAIYAN)
+
+    keys = ("registered", "traced", "products_registered", "products_traced", "meets_line")
+    assert [dated[k] for k in keys] == [now[k] for k in keys] == [4, 3, 3, 3, False]
+
+
+async def test_a_batch_registered_today_is_in_the_history(own_service: Service) -> None:
+    (producer,) = await _producers(own_service, HAIYAN, traced=1, untraced=0)
+
+    async with app_worker(own_service.app).pool.acquire() as conn:
+        days = await conn.fetch(
+            "SELECT i.issued_on FROM producer_issue_days i JOIN producers p ON p.id = i.producer_id"
+            " WHERE p.credit_code = $1",
+            producer,
+        )
+
+    assert [row["issued_on"] for row in days] == [china_today()]
+
+
+async def test_tags_have_their_own_full_line(own_service: Service) -> None:
+    leading = await register_producer(own_service, region=MENYUAN, kind="enterprise")
+    await register_batch(own_service, leading)
+    farm = await register_producer(own_service, region=MENYUAN, kind="family_farm")  # a tag counts any kind
+    for code, tags in ((leading, ["leading_enterprise"]), (farm, ["state_farm", "leading_enterprise"])):
+        response = await own_service.client.patch(
+            f"/api/v1/producers/{code}", json={"tags": tags}, headers=own_service.admin_headers
+        )
+        assert response.status_code == 200 and response.json()["tags"] == tags
+
+    coverage = await _coverage(own_service, HAIBEI, breakdown="1")
+
+    tags = coverage["tags"]
+    assert (tags["leading_enterprise"]["registered"], tags["leading_enterprise"]["traced"]) == (2, 1)
+    assert tags["leading_enterprise"]["line"] == 1.0 and tags["leading_enterprise"]["meets_line"] is False
+    assert tags["state_farm"] | {"label": None} == {
+        "label": None, "registered": 1, "traced": 0, "ratio": 0.0, "products_registered": 0,
+        "products_traced": 0, "product_ratio": None, "meets_line": False, "line": 1.0,
+    }  # fmt: skip
+    assert (coverage["registered"], coverage["traced"]) == (1, 1)  # the family farm is not among the counted kinds
+    menyuan = next(c for c in coverage["counties"] if c["region_code"] == MENYUAN)
+    assert menyuan["tags"]["state_farm"]["registered"] == 1
+    qilian = next(c for c in coverage["counties"] if c["region_code"] == QILIAN)
+    assert qilian["tags"]["state_farm"]["meets_line"] is True  # none tagged: none left untraced
+
+    await register_batch(own_service, farm)
+    assert (await _coverage(own_service, HAIBEI))["tags"]["state_farm"]["meets_line"] is True
+
+
+@pytest.mark.parametrize(
+    ("tags", "field"),
+    [
+        pytest.param(["dragon_head"], "tags.0", id="unknown"),
+        pytest.param(["state_farm", "state_farm"], "tags", id="twice"),
+        pytest.param("state_farm", "tags", id="not-a-list"),
+    ],
+)
+async def test_bad_tags_are_422(own_service: Service, tags: Any, field: str) -> None:
+    body = {"credit_code": random_credit_code(MENYUAN), "name": "门源牧场", "kind": "enterprise",
+            "region_code": MENYUAN, "tags": tags}  # fmt: skip
+
+    response = await own_service.client.post("/api/v1/producers", json=body, headers=own_service.admin_headers)
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input"
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_tags_are_set_at_registration_and_kept_by_the_regulator(own_service: Service) -> None:
+    code = random_credit_code(MENYUAN)
+    body = {"credit_code": code, "name": "门源国营牧场", "kind": "enterprise", "region_code": MENYUAN,
+            "tags": ["state_farm"]}  # fmt: skip
+    created = await own_service.client.post("/api/v1/producers", json=body, headers=own_service.admin_headers)
+    producer = await _token(own_service, "producer", code)
+
+    own = await own_service.client.patch(f"/api/v1/producers/{code}", json={"tags": []}, headers=producer)
+
+    assert created.status_code == 201 and created.json()["tags"] == ["state_farm"]
+    assert own.status_code == 403
+    assert (await _coverage(own_service, MENYUAN))["tags"]["state_farm"]["registered"] == 1
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param("2024-13-01", id="no-such-day"),
+        pytest.param("20240101", id="compact"),
+        pytest.param((dt.date.today() + dt.timedelta(days=3)).isoformat(), id="future"),
+        pytest.param("1999-12-31", id="too-early"),
+    ],
+)
+async def test_bad_at_is_422(own_service: Service, at: str) -> None:
+    response = await own_service.client.get(f"/api/v1/regions/{MENYUAN}/coverage", params={"at": at})
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_input" and response.json()["field"] == "at"
 
 
 # --- unlisted certifications ---------------------------------------------------------------------

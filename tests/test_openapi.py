@@ -273,6 +273,13 @@ async def test_every_answer_the_document_describes_is_what_the_service_answers(s
     # the four hooks
     await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630121"})
     await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630100"}, params={"breakdown": "1"})
+    await walk.call("GET", "/api/v1/regions/{code}/coverage", 200, path={"code": "630100"},
+                    params={"breakdown": "1", "at": (today - dt.timedelta(days=30)).isoformat()})  # fmt: skip
+    designation = {"region_code": "630121", "kind": "quality_safety_county", "name": "大通县国家农产品质量安全县",
+                   "designated_on": "2018-12-01", "review_on": (today - dt.timedelta(days=1)).isoformat()}  # fmt: skip
+    await walk.call("POST", "/api/v1/designations", 201, json=designation)
+    for headers in ({}, csv_please):
+        await walk.call("GET", "/api/v1/designations", 200, params={"region": "630100"}, headers=headers)
     for code in (credit_code, random_credit_code()):  # registered, and not
         await walk.call("GET", "/api/v1/eligibility/{credit_code}", 200, path={"credit_code": code})
     await walk.call("GET", "/api/v1/certifications/unlisted", 200, params={"region": "630121"})

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from resolver.api.gate import REASON_MESSAGES
 from resolver.api.imports import IMPORT_MODES
-from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
+from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS, PRODUCER_TAG_LABELS
 from resolver.edge.problems import PROBLEM_TYPE_BASE
 
 
@@ -35,6 +35,7 @@ def _one_of(choices: Iterable[str]) -> Any:
 
 RegionCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 ProducerKind = Annotated[str, _one_of(PRODUCER_KIND_LABELS)]
+ProducerTag = Annotated[str, _one_of(PRODUCER_TAG_LABELS)]
 CertificationKind = Annotated[str, _one_of(CERTIFICATION_LABELS)]
 Role = Literal["admin", "regulator", "producer", "gate", "lab"]
 CodeTypeName = Literal["production_batch", "circulation_batch", "market_entry", "package"]
@@ -93,6 +94,7 @@ class Producer(Answer):
     region_code: RegionCode
     region_name: str
     contact: str
+    tags: list[ProducerTag]
     created_at: dt.datetime
     # Not in the answer of POST /api/v1/producers:
     kind_label: str = _absent()
@@ -519,30 +521,77 @@ class Reason(Answer):
     message: str
 
 
-class CountyCoverage(Answer):
+class Figures(BaseModel):
+    """Registered and traced producers and their products; meets_line: both ratios at the line. The members of the
+    answers below, not an answer itself."""
+
+    registered: int
+    traced: int
+    ratio: float | None
+    products_registered: int
+    products_traced: int
+    product_ratio: float | None
+    meets_line: bool
+
+
+class TagFigures(Answer, Figures):
+    """The producers of a tag (any kind) against their own line, 100 % (met when none are tagged)."""
+
+    label: str
+    line: float
+
+
+class TagCoverage(Answer):
+    leading_enterprise: TagFigures
+    state_farm: TagFigures
+
+
+class CountyCoverage(Answer, Figures):
     region_code: RegionCode
     region_name: str
     level: int
     direct: bool
-    registered: int
-    traced: int
-    ratio: float | None
-    meets_line: bool
+    tags: TagCoverage
 
 
-class Coverage(Answer):
+class Coverage(Answer, Figures):
+    """The enterprises and cooperatives of a region and their products against the 80 % line."""
+
     region_code: RegionCode
     region_name: str
     level: int
-    registered: int
-    traced: int
-    ratio: float | None
-    meets_line: bool
     line: float
     counted_kinds: list[ProducerKind]
     traced_window_months: int
+    tags: TagCoverage
+    at: dt.date | None = Field(description="the day asked (?at=), or null: now")
     as_of: dt.datetime
     counties: list[CountyCoverage] = _absent()  # with ?breakdown=1
+
+
+class Designation(Answer):
+    id: int
+    region_code: RegionCode
+    region_name: str
+    kind: Literal["quality_safety_county", "demonstration_zone", "other"]
+    kind_label: str
+    name: str
+    designated_on: dt.date
+    review_on: dt.date
+    created_at: dt.datetime
+
+
+class ReviewedDesignation(Designation):
+    at: dt.date = Field(description="the day the coverage stood at: ?at=, else the review day (today if later)")
+    coverage: Coverage
+    meets_line: bool
+    verdict: Literal["keep", "revoke"]
+
+
+class DesignationReview(Answer):
+    at: dt.date | None = Field(description="?at=, or null: each designation at its own review day")
+    count: int
+    items: list[ReviewedDesignation]
 
 
 class UnlistedProducer(Answer):

@@ -33,6 +33,7 @@ from resolver.edge.bodies import (
     CreditCode,
     Name,
     Printable,
+    ProducerTags,
     ProductIn,
     RegionCode,
     read_json,
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 _PRODUCER_COLUMNS = f"""
     p.id, p.credit_code, p.name, p.kind, p.region_code, r.name AS region_name, p.contact, p.batch_count,
-    p.last_issued_at, p.created_at,
+    p.last_issued_at, p.created_at, p.tags,
     coalesce(p.last_issued_at >= now() - interval '{TRACED_WINDOW_MONTHS} months', false) AS is_traced
 """
 
@@ -71,7 +72,7 @@ SELECT {_PRODUCER_COLUMNS}
 """
 
 UPDATE_PRODUCER = """
-UPDATE producers SET name = $2, kind = $3, region_code = $4, contact = $5 WHERE id = $1
+UPDATE producers SET name = $2, kind = $3, region_code = $4, contact = $5, tags = $6 WHERE id = $1
 """
 
 LOCK_PRODUCER = "SELECT FROM producers WHERE id = $1 FOR UPDATE"
@@ -186,6 +187,7 @@ class ProducerPatch(Body):
     kind: ProducerKind | None = None
     region_code: RegionCode | None = None
     contact: ContactText | None = None
+    tags: ProducerTags | None = None  # the regulator's to keep, as kind and region
 
 
 class ProductPatch(Body):
@@ -300,6 +302,7 @@ def _producer_json(row: asyncpg.Record) -> dict[str, Any]:
         "batch_count": row["batch_count"],
         "last_issued_at": row["last_issued_at"],
         "traced": row["is_traced"],
+        "tags": row["tags"],
         "created_at": row["created_at"],
     }
 
@@ -467,7 +470,7 @@ async def update_producer(request: Request) -> Response:
     body = await read_json(request, ProducerPatch)
     pool = _pool(request)
     producer = await _producer(pool, _credit_code(request))
-    if body.kind is not None or body.region_code is not None:
+    if body.kind is not None or body.region_code is not None or body.tags is not None:
         _check_registry_write(principal, producer)
     elif not (_is_regulator_of(principal, producer["region_code"]) or _is_own(principal, producer["credit_code"])):
         raise forbidden("只能修改本辖区或本主体的记录")
@@ -485,6 +488,7 @@ async def update_producer(request: Request) -> Response:
         body.kind or producer["kind"],
         region_code,
         body.contact if body.contact is not None else producer["contact"],
+        body.tags if body.tags is not None else producer["tags"],
     )
     await forget_documents(request, [producer["id"]])
     return ORJSONResponse(_producer_json(await _producer(pool, producer["credit_code"])))

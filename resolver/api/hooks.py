@@ -10,6 +10,7 @@ code takes in every region whose roll-up names it, so a prefecture-level city wi
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,32 +24,79 @@ from starlette.routing import BaseRoute, Route
 from codegen.creditcode import is_valid_credit_code, normalise_credit_code
 from resolver import queries
 from resolver.api.auth import Principal, authenticate, forbidden
-from resolver.categories import CATEGORIES, CERTIFICATION_LABELS
+from resolver.categories import CATEGORIES, CERTIFICATION_LABELS, PRODUCER_TAG_LABELS
 from resolver.edge.problems import Problem, invalid
-from resolver.edge.query import flag_param, int_param, region_param
+from resolver.edge.query import date_param, flag_param, int_param, region_param
 from resolver.edge.responses import ORJSONResponse
 from resolver.scan.documents import CHINA_TZ, china_today
 from resolver.state import worker
 
 # --- queries -------------------------------------------------------------------------------------
 
-# Every region under $1 (itself, its counties, a province's prefectures) with its counted producers, each
-# counted by an index-only scan of producers_region_kind_idx (region_code, kind) INCLUDE (last_issued_at).
-# Aggregating inside the lateral, per region, is several times faster than joining and grouping.
-COVERAGE_BY_REGION = """
+# Every region under $1 (itself, its counties, a province's prefectures) with its counted producers (kinds $2) and
+# their products, and the producers of each tag of $3 with theirs; traced within [$5, $4). Each region aggregates
+# inside its own lateral, several times faster than joining and grouping. Undated, producers are counted by an
+# index-only scan of producers_region_kind_idx (region_code, kind) INCLUDE (last_issued_at); dated, only those
+# registered before $4, each traced by one probe of producer_issue_days. A product is traced by one probe of
+# batches_product_time_idx either way.
+_COVERAGE = """
 SELECT r.code, r.name, r.level,
        EXISTS (SELECT FROM regions c WHERE c.parent_code = r.code) AS has_counties,
-       n.registered, n.traced
+       n.registered, n.traced, pr.registered AS products_registered, pr.traced AS products_traced,
+       t.registered AS tag_registered, t.traced AS tag_traced,
+       t.products_registered AS tag_products_registered, t.products_traced AS tag_products_traced
   FROM regions r
   CROSS JOIN LATERAL (
-      SELECT count(*) AS registered,
-             count(*) FILTER (WHERE p.last_issued_at >= now() - make_interval(months => $3)) AS traced
+      SELECT count(*) AS registered, count(*) FILTER (WHERE {traced}) AS traced
         FROM producers p
-       WHERE p.region_code = r.code AND p.kind = ANY ($2::text[])
+       WHERE p.region_code = r.code AND p.kind = ANY ($2::text[]) {registered}
   ) n
+  CROSS JOIN LATERAL (
+      SELECT coalesce(sum(pp.registered), 0)::bigint AS registered, coalesce(sum(pp.traced), 0)::bigint AS traced
+        FROM producers p
+       CROSS JOIN LATERAL (
+           SELECT count(*) AS registered, count(*) FILTER (WHERE {product_traced}) AS traced
+             FROM products pd WHERE pd.producer_id = p.id {product_registered}
+       ) pp
+       WHERE p.region_code = r.code AND p.kind = ANY ($2::text[]) {registered}
+  ) pr
+  CROSS JOIN LATERAL (
+      SELECT array_agg(x.registered ORDER BY tag.i) AS registered, array_agg(x.traced ORDER BY tag.i) AS traced,
+             array_agg(x.products_registered ORDER BY tag.i) AS products_registered,
+             array_agg(x.products_traced ORDER BY tag.i) AS products_traced
+        FROM unnest($3::text[]) WITH ORDINALITY AS tag (name, i)
+       CROSS JOIN LATERAL (
+           SELECT count(*) AS registered, count(*) FILTER (WHERE {traced}) AS traced,
+                  coalesce(sum(pp.registered), 0)::bigint AS products_registered,
+                  coalesce(sum(pp.traced), 0)::bigint AS products_traced
+             FROM producers p
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS registered, count(*) FILTER (WHERE {product_traced}) AS traced
+                  FROM products pd WHERE pd.producer_id = p.id {product_registered}
+            ) pp
+            WHERE p.region_code = r.code AND p.tags <> '{{}}' AND p.tags @> ARRAY[tag.name] {registered}
+       ) x
+  ) t
  WHERE r.code = $1 OR r.prefecture_code = $1 OR r.province_code = $1
  ORDER BY r.code
 """
+_PRODUCT_TRACED = (
+    "EXISTS (SELECT FROM batches b WHERE b.product_id = pd.id AND b.created_at >= $5 AND b.created_at < $4)"
+)
+
+COVERAGE_BY_REGION = _COVERAGE.format(
+    traced="p.last_issued_at >= $5", registered="", product_traced=_PRODUCT_TRACED, product_registered=""
+)
+
+# As it stood at $4 (the end of a day): producers and products registered before it, issue days within [$5, $4).
+COVERAGE_BY_REGION_AT = _COVERAGE.format(
+    traced="""EXISTS (SELECT FROM producer_issue_days i WHERE i.producer_id = p.id
+                         AND i.issued_on >= ($5 AT TIME ZONE 'Asia/Shanghai')::date
+                         AND i.issued_on < ($4 AT TIME ZONE 'Asia/Shanghai')::date)""",
+    registered="AND p.created_at < $4",
+    product_traced=_PRODUCT_TRACED,
+    product_registered="AND pd.created_at < $4",
+)
 
 # A certification in force (status valid, and valid_to not before $2 = today) whose product (or, for a
 # producer-wide one, whose producer) has had no codes issued within the window: it would be lost on renewal.
@@ -111,6 +159,9 @@ SELECT c.kind, c.number, c.valid_from, c.valid_to, pd.name AS product_name
 TRACED_WINDOW_MONTHS = 12
 COVERAGE_LINE = Fraction(4, 5)  # 80 %: the designation line of the policy
 COUNTED_KINDS = ("enterprise", "cooperative")  # 企业和合作社: the producers the line is measured on
+TAG_LINE = Fraction(1)  # 100 %: leading enterprises and state farms must all be traced
+STATEMENT_TIMEOUT_S = 30.0
+EARLIEST_COVERAGE_DATE = dt.date(2000, 1, 1)
 UNLISTED_PAGE_DEFAULT = 500
 UNLISTED_PAGE_MAX = 5_000
 
@@ -124,26 +175,53 @@ _REASON_MESSAGES = {
 Executor = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
+def _meets(part: int, whole: int, line: Fraction) -> bool:
+    """Whether part/whole reaches the line; with none to measure, only a 100 % line is met (none left out)."""
+    return Fraction(part, whole) >= line if whole else line == 1
+
+
 @dataclass(frozen=True, slots=True)
 class Coverage:
-    """Registered and traced producers of one region (or a sum of regions) against the line."""
+    """Registered and traced producers and products of one region (or a sum of regions) against a line."""
 
     registered: int
     traced: int
+    products_registered: int = 0
+    products_traced: int = 0
+    line: Fraction = COVERAGE_LINE
 
     @property
     def ratio(self) -> float | None:
         return self.traced / self.registered if self.registered else None
 
     @property
+    def product_ratio(self) -> float | None:
+        return self.products_traced / self.products_registered if self.products_registered else None
+
+    @property
     def meets_line(self) -> bool:
-        return self.registered > 0 and Fraction(self.traced, self.registered) >= COVERAGE_LINE
+        """Both ratios at the line (the 80 % line needs producers and products to measure)."""
+        return _meets(self.traced, self.registered, self.line) and _meets(
+            self.products_traced, self.products_registered, self.line
+        )
+
+    def __add__(self, other: Coverage) -> Coverage:
+        return Coverage(
+            self.registered + other.registered,
+            self.traced + other.traced,
+            self.products_registered + other.products_registered,
+            self.products_traced + other.products_traced,
+            self.line,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
             "registered": self.registered,
             "traced": self.traced,
             "ratio": self.ratio,
+            "products_registered": self.products_registered,
+            "products_traced": self.products_traced,
+            "product_ratio": self.product_ratio,
             "meets_line": self.meets_line,
         }
 
@@ -155,6 +233,7 @@ class CountyCoverage:
     level: int
     is_direct: bool  # producers registered on a prefecture that also has counties (市本级)
     coverage: Coverage
+    tags: dict[str, Coverage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +243,8 @@ class RegionCoverage:
     level: int
     total: Coverage
     counties: list[CountyCoverage]
+    tags: dict[str, Coverage]  # tag -> its producers' figures against TAG_LINE
+    at: dt.date | None  # None: now
 
 
 async def region_or_404(conn: Executor, code: str) -> asyncpg.Record:
@@ -176,23 +257,57 @@ async def region_or_404(conn: Executor, code: str) -> asyncpg.Record:
     return row
 
 
-async def region_coverage(conn: Executor, region: asyncpg.Record) -> RegionCoverage:
-    """Coverage of `region` (a REGION row) and of each county-level unit under it, in one query."""
-    rows = await conn.fetch(COVERAGE_BY_REGION, region["code"], list(COUNTED_KINDS), TRACED_WINDOW_MONTHS)
+def window(at: dt.date | None) -> tuple[dt.datetime, dt.datetime]:
+    """[since, until): the traced window ending now, or at the end of day `at` (China time)."""
+    if at is None:
+        until = dt.datetime.now(CHINA_TZ)
+    else:
+        until = dt.datetime.combine(at + dt.timedelta(days=1), dt.time(), CHINA_TZ)
+    return _months_before(until, TRACED_WINDOW_MONTHS), until
+
+
+def _months_before(value: dt.datetime, months: int) -> dt.datetime:
+    """`value` so many calendar months earlier, as Postgres subtracts an interval (31 March - 1 month: 28/29 Feb)."""
+    month_index = value.year * 12 + value.month - 1 - months
+    year, month = divmod(month_index, 12)
+    day = min(value.day, calendar.monthrange(year, month + 1)[1])
+    return value.replace(year=year, month=month + 1, day=day)
+
+
+def _tag_figures(row: asyncpg.Record) -> dict[str, Coverage]:
+    return {
+        tag: Coverage(
+            row["tag_registered"][i],
+            row["tag_traced"][i],
+            row["tag_products_registered"][i],
+            row["tag_products_traced"][i],
+            TAG_LINE,
+        )
+        for i, tag in enumerate(PRODUCER_TAG_LABELS)
+    }
+
+
+async def region_coverage(conn: Executor, region: asyncpg.Record, *, at: dt.date | None = None) -> RegionCoverage:
+    """Coverage of `region` (a REGION row) and of each county-level unit under it, in one query: now, or as it
+    stood at the end of day `at`."""
+    since, until = window(at)
+    query = COVERAGE_BY_REGION if at is None else COVERAGE_BY_REGION_AT
+    rows = await conn.fetch(
+        query, region["code"], list(COUNTED_KINDS), list(PRODUCER_TAG_LABELS), until, since, timeout=STATEMENT_TIMEOUT_S
+    )
     counties = []
-    registered = traced = 0
+    total = Coverage(0, 0)
+    tags = {tag: Coverage(0, 0, line=TAG_LINE) for tag in PRODUCER_TAG_LABELS}
     for row in rows:
-        registered += row["registered"]
-        traced += row["traced"]
+        coverage = Coverage(row["registered"], row["traced"], row["products_registered"], row["products_traced"])
+        row_tags = _tag_figures(row)
+        total += coverage
+        tags = {tag: tags[tag] + row_tags[tag] for tag in tags}
         # Grouping rows (a province, a prefecture with counties) are listed only when producers sit on them.
         is_unit = row["level"] == 3 or (row["level"] == 2 and not row["has_counties"])
         if is_unit or row["registered"]:
-            counties.append(
-                CountyCoverage(
-                    row["code"], row["name"], row["level"], not is_unit, Coverage(row["registered"], row["traced"])
-                )
-            )
-    return RegionCoverage(region["code"], region["name"], region["level"], Coverage(registered, traced), counties)
+            counties.append(CountyCoverage(row["code"], row["name"], row["level"], not is_unit, coverage, row_tags))
+    return RegionCoverage(region["code"], region["name"], region["level"], total, counties, tags, at)
 
 
 async def unlisted_counts(conn: Executor, region_code: str) -> dict[str, int]:
@@ -208,7 +323,16 @@ def may_see_region(principal: Principal, region_code: str) -> bool:
 # --- routes ----------------------------------------------------------------------------------------
 
 
-def _coverage_json(coverage: RegionCoverage, *, breakdown: bool) -> dict[str, Any]:
+def _tags_json(tags: dict[str, Coverage]) -> dict[str, Any]:
+    return {
+        tag: {"label": PRODUCER_TAG_LABELS[tag], **figures.as_json(), "line": float(figures.line)}
+        for tag, figures in tags.items()
+    }
+
+
+def coverage_json(coverage: RegionCoverage, *, breakdown: bool = False) -> dict[str, Any]:
+    """The coverage answer: the counted producers and their products against the 80 % line, each tag's producers
+    against its 100 % line, and with `breakdown` each county-level unit's."""
     body: dict[str, Any] = {
         "region_code": coverage.code,
         "region_name": coverage.name,
@@ -217,24 +341,34 @@ def _coverage_json(coverage: RegionCoverage, *, breakdown: bool) -> dict[str, An
         "line": float(COVERAGE_LINE),
         "counted_kinds": list(COUNTED_KINDS),
         "traced_window_months": TRACED_WINDOW_MONTHS,
-        "as_of": dt.datetime.now(CHINA_TZ),
+        "tags": _tags_json(coverage.tags),
+        "at": coverage.at,
+        "as_of": dt.datetime.now(CHINA_TZ) if coverage.at is None else window(coverage.at)[1],
     }
     if breakdown:
         body["counties"] = [
             {"region_code": c.code, "region_name": c.name, "level": c.level, "direct": c.is_direct,
-             **c.coverage.as_json()}
+             **c.coverage.as_json(), "tags": _tags_json(c.tags)}
             for c in coverage.counties
         ]  # fmt: skip
     return body
 
 
+def at_param(request: Request) -> dt.date | None:
+    """`?at=YYYY-MM-DD`, a day not after today (China time); None when absent or empty."""
+    if not request.query_params.get("at"):
+        return None
+    return date_param(request, "at", earliest=EARLIEST_COVERAGE_DATE, latest=china_today())
+
+
 async def coverage_route(request: Request) -> Response:
-    """GET /api/v1/regions/{code}/coverage[?breakdown=1] (public: aggregate figures only)"""
+    """GET /api/v1/regions/{code}/coverage[?breakdown=1][&at=YYYY-MM-DD] (public: aggregate figures only)"""
     breakdown = flag_param(request, "breakdown")
+    at = at_param(request)
     pool = worker(request).pool
     region = await region_or_404(pool, request.path_params["code"])
-    coverage = await region_coverage(pool, region)
-    return ORJSONResponse(_coverage_json(coverage, breakdown=breakdown))
+    coverage = await region_coverage(pool, region, at=at)
+    return ORJSONResponse(coverage_json(coverage, breakdown=breakdown))
 
 
 async def unlisted_route(request: Request) -> Response:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from resolver.api import answers, brands, catalog, fairs, gate, hooks, inspections, labels, recall
+from resolver.api import answers, brands, catalog, designations, fairs, gate, hooks, inspections, labels, recall
 from resolver.api.export import EARLIEST_EXPORT_DATE, EXPORT_FORMATS, LATEST_EXPORT_DATE, MEDIA_TYPES
 from resolver.api.imports import IMPORT_MODES, MAX_IMPORT_BYTES
 from resolver.categories import CERTIFICATION_LABELS, PRODUCER_KIND_LABELS
@@ -164,6 +164,9 @@ _EXPORT_PARAMETERS: Final = (
     _query("to", "last day", _DATE_RANGE, required=True),
     _query("format", "national (default) or epcis", {"enum": list(EXPORT_FORMATS)}),
 )  # fmt: skip
+_AT: Final = _query(
+    "at", "as things stood at the end of this day (China time), not after today", {"type": "string", "format": "date"}
+)
 _PERIOD_PARAMETERS: Final = (
     _query("from", "first day (China time)", _DATE_RANGE, required=True),
     _query("to", "last day (China time)", _DATE_RANGE, required=True),
@@ -358,9 +361,18 @@ OPERATIONS: Final = (
                   _query("product_id", "the product applied for", {"type": "integer", "minimum": 1},
                          required=True)]),
     Operation("GET", "/api/v1/regions/{code}/coverage", "region_coverage",
-      "Registered and traced producers of a region against the 80 % line", "hooks",
+      "Registered and traced producers of a region and their products against the 80 % line, each tag's producers "
+      "against its 100 % line; now, or as it stood at the end of a past day", "hooks",
       {200: _json("the coverage", answers.Coverage)}, problems=(404, 422),
-      parameters=[_REGION_PATH, _query("breakdown", "add each county-level unit", {"type": "boolean"})]),
+      parameters=[_REGION_PATH, _query("breakdown", "add each county-level unit", {"type": "boolean"}), _AT]),
+    Operation("POST", "/api/v1/designations", "create_designation",
+      "Register a designation (quality-safety county, demonstration zone) with its review day (admin, regulator of "
+      "the region)", "hooks", {201: _json("the designation", answers.Designation)}, body=designations.DesignationIn,
+      roles=ADMIN_REGULATOR),
+    Operation("GET", "/api/v1/designations", "list_designations",
+      "Designations with their region's coverage at `at` (default: each one's review day) and keep or revoke "
+      "(admin, regulator: its region)", "hooks", _csv_or_json("the designations", answers.DesignationReview),
+      roles=ADMIN_REGULATOR, problems=(404, 422), parameters=[_REGION_FILTER, _AT]),
     Operation("GET", "/api/v1/eligibility/{credit_code}", "eligibility",
       "Whether a producer is traced, and why not (brands, fairs)", "hooks",
       {200: _json("the answer", answers.Eligibility)}, problems=(422,), parameters=[_CREDIT_CODE]),

@@ -96,7 +96,7 @@ async def create_producer(request: Request) -> Response:
     if region is None or region["level"] == 1:
         raise invalid("region_code must be a county-level GB/T 2260 code", field="region_code")
     row = await pool.fetchrow(
-        queries.INSERT_PRODUCER, body.credit_code, body.name, body.kind, body.region_code, body.contact
+        queries.INSERT_PRODUCER, body.credit_code, body.name, body.kind, body.region_code, body.contact, body.tags
     )
     if row is None:
         raise Problem(409, "producer_exists", "主体已登记", f"统一社会信用代码 {body.credit_code} 已登记")

@@ -100,12 +100,24 @@ class TokenIn(Body):
     scope: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64), Printable] = ""
 
 
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("a tag is given twice")
+    return values
+
+
+# leading_enterprise (龙头企业), state_farm (国营牧场): resolver.categories.PRODUCER_TAG_LABELS
+ProducerTag = Literal["leading_enterprise", "state_farm"]
+ProducerTags = Annotated[list[ProducerTag], Field(max_length=2), AfterValidator(_distinct)]
+
+
 class ProducerIn(Body):
     credit_code: CreditCode
     name: Name
     kind: Literal["enterprise", "cooperative", "family_farm", "individual"]
     region_code: RegionCode
     contact: ContactText = ""
+    tags: ProducerTags = []
 
 
 class ProductIn(Body):

@@ -124,7 +124,7 @@ async def load_demo(pool: asyncpg.Pool, issuer: CodeIssuer) -> list[DemoBatch]:
     producers: dict[str, asyncpg.Record] = {}
     for p in PRODUCERS:
         credit_code = make_credit_code(p.key)
-        await pool.execute(queries.INSERT_PRODUCER, credit_code, p.name, p.kind, p.region, p.contact)
+        await pool.execute(queries.INSERT_PRODUCER, credit_code, p.name, p.kind, p.region, p.contact, [])
         producer = await pool.fetchrow(queries.PRODUCER_BY_CREDIT_CODE, credit_code)
         assert producer is not None, credit_code
         producers[p.key] = producer
