@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from resolver.api.auth import Principal, authenticate, forbidden
-from resolver.api.hooks import ELIGIBILITY_PRODUCER, TRACED_WINDOW_MONTHS, region_or_404
+from resolver.api.hooks import ELIGIBILITY_PRODUCER, TRACED_WINDOW_MONTHS, not_traced_reasons, region_or_404
 from resolver.edge.bodies import Body, CreditCode, Name, RegionCode, read_json
 from resolver.edge.problems import Problem
 from resolver.edge.responses import ORJSONResponse
@@ -34,11 +34,6 @@ MAX_ID: Final = 2**63 - 1
 VARY_ACCEPT: Final = {"Vary": "Accept"}
 BRAND_KINDS: Final = ("regional_public", "enterprise")
 BRAND_KIND_LABELS: Final = {"regional_public": "区域公用品牌", "enterprise": "企业品牌"}
-REASON_MESSAGES: Final = {
-    "not_registered": "该主体未在追溯平台登记",
-    "never_issued": "该主体已登记，但从未登记批次、获取追溯码",
-    "lapsed": "该主体最近一次获取追溯码已超过 {months} 个月（{at}）",
-}
 
 # --- queries -------------------------------------------------------------------------------------
 
@@ -80,17 +75,11 @@ class MemberIn(Body):
     credit_code: CreditCode
 
 
-def not_traced_reasons(row: asyncpg.Record | None) -> list[dict[str, str]]:
-    """Why an ELIGIBILITY_PRODUCER row (None: no producer) is not traced; [] when it is."""
+def _member_reasons(row: asyncpg.Record | None) -> list[dict[str, str]]:
+    """Why an ELIGIBILITY_PRODUCER row (None: no producer) is not traced; [] when it is (hooks' rule)."""
     if row is None:
-        code, at = "not_registered", ""
-    elif row["is_traced"]:
-        return []
-    elif row["last_issued_at"] is None:
-        code, at = "never_issued", ""
-    else:
-        code, at = "lapsed", row["last_issued_at"].astimezone(CHINA_TZ).date().isoformat()
-    return [{"code": code, "message": REASON_MESSAGES[code].format(months=TRACED_WINDOW_MONTHS, at=at)}]
+        return not_traced_reasons(False, None, False)
+    return not_traced_reasons(True, row["last_issued_at"], row["is_traced"])
 
 
 def _may_manage(principal: Principal, region_code: str) -> bool:
@@ -138,7 +127,7 @@ async def add_member(request: Request) -> Response:
         raise forbidden(f"只能管理本辖区的品牌（品牌 {brand['id']} 不在令牌的辖区内）")
     body = await read_json(request, MemberIn)
     producer = await pool.fetchrow(ELIGIBILITY_PRODUCER, body.credit_code, TRACED_WINDOW_MONTHS)
-    reasons = not_traced_reasons(producer)
+    reasons = _member_reasons(producer)
     if producer is None or reasons:
         raise Problem(
             409, "not_traced", "该主体未实行追溯管理",
@@ -180,7 +169,7 @@ async def get_brand(request: Request) -> Response:
             "kind": row["kind"],
             "region_code": row["region_code"],
             "traced": row["is_traced"],
-            "reasons": not_traced_reasons(row),
+            "reasons": _member_reasons(row),
             "last_issued_at": row["last_issued_at"],
             "added_at": row["added_at"],
         }

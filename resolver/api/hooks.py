@@ -165,7 +165,7 @@ EARLIEST_COVERAGE_DATE = dt.date(2000, 1, 1)
 UNLISTED_PAGE_DEFAULT = 500
 UNLISTED_PAGE_MAX = 5_000
 
-_REASON_MESSAGES = {
+NOT_TRACED_MESSAGES = {  # why a producer is not traced: eligibility and brand members
     "not_registered": "该主体未在追溯平台登记",
     "never_issued": "该主体已登记，但从未登记批次、获取追溯码",
     "lapsed": "该主体最近一次获取追溯码已超过 {months} 个月（{at}）",
@@ -424,7 +424,8 @@ def _unlisted_item(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _reasons(registered: bool, last_issued_at: dt.datetime | None, is_traced: bool) -> list[dict[str, str]]:
+def not_traced_reasons(registered: bool, last_issued_at: dt.datetime | None, is_traced: bool) -> list[dict[str, str]]:
+    """Why a producer is not traced (not registered, never issued codes, lapsed); [] when it is."""
     if not registered:
         code = "not_registered"
     elif last_issued_at is None:
@@ -434,7 +435,7 @@ def _reasons(registered: bool, last_issued_at: dt.datetime | None, is_traced: bo
     else:
         return []
     at = last_issued_at.astimezone(CHINA_TZ).date().isoformat() if last_issued_at else ""
-    return [{"code": code, "message": _REASON_MESSAGES[code].format(months=TRACED_WINDOW_MONTHS, at=at)}]
+    return [{"code": code, "message": NOT_TRACED_MESSAGES[code].format(months=TRACED_WINDOW_MONTHS, at=at)}]
 
 
 async def eligibility_route(request: Request) -> Response:
@@ -457,7 +458,7 @@ async def eligibility_route(request: Request) -> Response:
         "credit_code": credit_code,
         "registered": producer is not None,
         "traced": is_traced,
-        "reasons": _reasons(producer is not None, last_issued_at, is_traced),
+        "reasons": not_traced_reasons(producer is not None, last_issued_at, is_traced),
         "last_issued_at": last_issued_at,
         "traced_window_months": TRACED_WINDOW_MONTHS,
         "as_of": dt.datetime.now(CHINA_TZ),
